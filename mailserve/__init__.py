@@ -1,0 +1,3 @@
+"""mailserve: an all-in-one mail and collaboration server on Twisted."""
+
+__version__ = "0.1.0.dev0"
