@@ -1,0 +1,181 @@
+"""The key schema of the metadata store: every key mailserve writes is built here.
+
+The store is one ordered keyspace, so the schema is chosen for the scans the protocols do:
+
+========================================  =============================================
+key                                       value
+========================================  =============================================
+``m`` acct ``S`` name                     account counter (modseq, next ids, quota use)
+``m`` acct ``B`` mbox                     mailbox record
+``m`` acct ``N`` name                     mailbox id by full name (hierarchy order)
+``m`` acct ``s`` name                     subscription (IMAP may subscribe absent names)
+``m`` acct ``U`` mbox uid                 message id: a mailbox in UID order = sequence order
+``m`` acct ``M`` msgid                    message record (blob, size, keywords, mailboxes)
+``m`` acct ``C`` modseq                   change set committed at that modseq (the change log)
+``m`` acct ``T`` hash(message-id)         thread id of the conversation holding that id
+``m`` acct ``V`` name                     Sieve script (``mailserve.sieve``)
+``b`` sha256                              reference count of a blob
+``p`` sha256                              parsed structure of a blob, cached at ingest
+``d`` ``D`` domain                        domain record
+``d`` ``A`` account id                    account record
+``d`` ``L`` login                         account id by login name
+``d`` ``E`` address                       where mail to an address goes (account, alias, group)
+``d`` ``S`` name                          directory counters (next account id)
+``q`` ...                                 outbound queue (``mailserve.smtp.queue``)
+========================================  =============================================
+
+Integers are big-endian so that byte order is numeric order.  ``acct`` is a u32, ``mbox``,
+``uid`` and ``msgid`` are u32, ``modseq`` is a u64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+U32U32 = struct.Struct(">II")
+
+
+def _account(acct: int, tag: bytes) -> bytes:
+    return b"m" + U32.pack(acct) + tag
+
+
+def account_prefix(acct: int) -> bytes:
+    """Every key of one account's mail (used to delete an account)."""
+    return b"m" + U32.pack(acct)
+
+
+def counter(acct: int, name: bytes) -> bytes:
+    return _account(acct, b"S") + name
+
+
+MODSEQ = b"modseq"
+NEXT_MESSAGE = b"msgid"
+NEXT_MAILBOX = b"mbox"
+NEXT_THREAD = b"thread"
+QUOTA_BYTES_USED = b"qbytes"
+QUOTA_MESSAGES_USED = b"qcount"
+QUOTA_BYTES_LIMIT = b"qbytes-limit"
+QUOTA_MESSAGES_LIMIT = b"qcount-limit"
+
+
+def mailbox(acct: int, mbox: int) -> bytes:
+    return _account(acct, b"B") + U32.pack(mbox)
+
+
+def mailboxes_prefix(acct: int) -> bytes:
+    return _account(acct, b"B")
+
+
+def mailbox_name(acct: int, name: str) -> bytes:
+    return _account(acct, b"N") + name.encode("utf-8")
+
+
+def mailbox_names_prefix(acct: int) -> bytes:
+    return _account(acct, b"N")
+
+
+def subscription(acct: int, name: str) -> bytes:
+    return _account(acct, b"s") + name.encode("utf-8")
+
+
+def subscriptions_prefix(acct: int) -> bytes:
+    return _account(acct, b"s")
+
+
+def uid(acct: int, mbox: int, uid_: int) -> bytes:
+    return _account(acct, b"U") + U32U32.pack(mbox, uid_)
+
+
+def uids_prefix(acct: int, mbox: int) -> bytes:
+    return _account(acct, b"U") + U32.pack(mbox)
+
+
+def uid_from_key(key: bytes) -> int:
+    return U32.unpack_from(key, len(key) - 4)[0]
+
+
+def message(acct: int, msgid: int) -> bytes:
+    return _account(acct, b"M") + U32.pack(msgid)
+
+
+def messages_prefix(acct: int) -> bytes:
+    return _account(acct, b"M")
+
+
+def parsed(blob_id: str) -> bytes:
+    """Parsing depends only on the bytes, so copies and duplicate deliveries share it."""
+    return b"p" + bytes.fromhex(blob_id)
+
+
+def change(acct: int, modseq: int) -> bytes:
+    return _account(acct, b"C") + U64.pack(modseq)
+
+
+def changes_prefix(acct: int) -> bytes:
+    return _account(acct, b"C")
+
+
+def modseq_from_change_key(key: bytes) -> int:
+    return U64.unpack_from(key, len(key) - 8)[0]
+
+
+def thread(acct: int, message_id: str) -> bytes:
+    digest = hashlib.sha1(message_id.encode("utf-8", "surrogateescape")).digest()[:12]
+    return _account(acct, b"T") + digest
+
+
+def sieve_script(acct: int, name: str) -> bytes:
+    return _account(acct, b"V") + name.encode("utf-8")
+
+
+def sieve_scripts_prefix(acct: int) -> bytes:
+    return _account(acct, b"V")
+
+
+def blob_refs(blob_id: str) -> bytes:
+    return b"b" + bytes.fromhex(blob_id)
+
+
+BLOB_REFS_PREFIX = b"b"
+
+
+def blob_id_from_refs_key(key: bytes) -> str:
+    return key[1:].hex()
+
+
+# -- directory -----------------------------------------------------------------
+def domain(name: str) -> bytes:
+    return b"dD" + name.encode("utf-8")
+
+
+DOMAINS_PREFIX = b"dD"
+
+
+def account(acct: int) -> bytes:
+    return b"dA" + U32.pack(acct)
+
+
+ACCOUNTS_PREFIX = b"dA"
+
+
+def login(name: str) -> bytes:
+    return b"dL" + name.encode("utf-8")
+
+
+LOGINS_PREFIX = b"dL"
+
+
+def address(addr: str) -> bytes:
+    return b"dE" + addr.encode("utf-8")
+
+
+ADDRESSES_PREFIX = b"dE"
+
+NEXT_ACCOUNT = b"dSaccount"
+
+
+# -- outbound queue --------------------------------------------------------------
+QUEUE_PREFIX = b"q"

@@ -1,0 +1,140 @@
+"""The embedded blob store: content-addressed files on the local filesystem.
+
+A blob lives at ``ROOT/ab/cd/abcd...`` (its hex SHA-256).  Writing goes to ``ROOT/tmp``,
+is fsynced, renamed into place and the directory fsynced, so a blob either exists whole or
+not at all after a crash; an interrupted write leaves only a temp file, which ``start``
+clears.  Identical content is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+from zope.interface import implementer
+
+from mailserve.interfaces import IBlobStore
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _valid_id(blob_id: str) -> bool:
+    return len(blob_id) == 64 and all(c in "0123456789abcdef" for c in blob_id)
+
+
+@implementer(IBlobStore)
+class FilesystemBlobStore:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.tmp = os.path.join(self.root, "tmp")
+        os.makedirs(self.tmp, exist_ok=True)
+        for name in os.listdir(self.tmp):
+            # Left by a write that never finished: never acknowledged, safe to drop.
+            try:
+                os.unlink(os.path.join(self.tmp, name))
+            except FileNotFoundError:
+                pass
+
+    def path(self, blob_id: str) -> str:
+        if not _valid_id(blob_id):
+            raise KeyError(blob_id)
+        return os.path.join(self.root, blob_id[:2], blob_id[2:4], blob_id)
+
+    def temp_file(self) -> tuple[int, str]:
+        """An open temp file in this store's filesystem (for spoolers that hash as they write)."""
+        return tempfile.mkstemp(dir=self.tmp, prefix="spool-")
+
+    def put(self, data: bytes) -> str:
+        blob_id = hashlib.sha256(data).hexdigest()
+        if self.exists(blob_id):
+            return blob_id
+        fd, tmp_path = self.temp_file()
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp_path)
+            raise
+        os.close(fd)
+        return self._install(tmp_path, blob_id)
+
+    def put_file(self, path: str, blob_id: str) -> str:
+        if not _valid_id(blob_id):
+            raise ValueError(f"not a blob id: {blob_id!r}")
+        if self.exists(blob_id):
+            os.unlink(path)
+            return blob_id
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self._install(path, blob_id)
+
+    def _install(self, tmp_path: str, blob_id: str) -> str:
+        final = self.path(blob_id)
+        directory = os.path.dirname(final)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            _fsync_dir(os.path.dirname(directory))
+            _fsync_dir(os.path.dirname(os.path.dirname(directory)))
+        os.replace(tmp_path, final)
+        _fsync_dir(directory)
+        return blob_id
+
+    def get(self, blob_id: str) -> bytes:
+        try:
+            with open(self.path(blob_id), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise KeyError(blob_id) from None
+
+    def read(self, blob_id: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self.path(blob_id), "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            raise KeyError(blob_id) from None
+
+    def size(self, blob_id: str) -> int:
+        try:
+            return os.stat(self.path(blob_id)).st_size
+        except FileNotFoundError:
+            raise KeyError(blob_id) from None
+
+    def exists(self, blob_id: str) -> bool:
+        try:
+            return os.path.exists(self.path(blob_id))
+        except KeyError:
+            return False
+
+    def delete(self, blob_id: str) -> bool:
+        try:
+            os.unlink(self.path(blob_id))
+        except (FileNotFoundError, KeyError):
+            return False
+        return True
+
+    def ids(self) -> Iterator[str]:
+        for first in sorted(os.listdir(self.root)):
+            if len(first) != 2:
+                continue
+            level1 = os.path.join(self.root, first)
+            for second in sorted(os.listdir(level1)):
+                level2 = os.path.join(level1, second)
+                for name in sorted(os.listdir(level2)):
+                    if _valid_id(name):
+                        yield name
