@@ -282,11 +282,19 @@ class Resolver:
         return self._records(name, tdns.AAAA, convert)
 
     def ptr(self, ip: str) -> defer.Deferred:
-        """Host names that the reverse zone gives for ``ip`` (RFC 1035 section 3.5)."""
-        try:
-            reverse = ipaddress.ip_address(ip).reverse_pointer
-        except ValueError as exc:
-            return defer.fail(ValueError(f"not an IP address: {ip!r}: {exc}"))
+        """Host names that the reverse zone gives for ``ip`` (RFC 1035 section 3.5).
+
+        ``ip`` may also be the reverse name itself (``...in-addr.arpa`` or
+        ``...ip6.arpa``), as SPF's macro and ``ptr`` processing produce it.
+        """
+        lowered = ip.lower().rstrip(".")
+        if lowered.endswith((".in-addr.arpa", ".ip6.arpa")):
+            reverse = lowered
+        else:
+            try:
+                reverse = ipaddress.ip_address(ip).reverse_pointer
+            except ValueError as exc:
+                return defer.fail(ValueError(f"not an IP address: {ip!r}: {exc}"))
 
         def convert(rr: tdns.RRHeader) -> str:
             return rr.payload.name.name.decode("ascii", "replace").rstrip(".").lower()
