@@ -179,10 +179,14 @@ class _Context:
     env: Mapping[str, str]
     cwd: str
     issues: list[ConfigIssue] = field(default_factory=list)
+    #: Count of values found unusable so far (reported here or during substitution); a parser compares
+    #: it before and after a value to learn whether anything inside that value failed.
+    failures: int = 0
     data_dir: str = "var"
     hostname: str = "localhost"
 
     def report(self, path: KeyPath, message: str) -> None:
+        self.failures += 1
         self.issues.append(ConfigIssue(self.source, format_key_path(path), message))
 
     def resolve_path(self, path: str) -> str:
@@ -637,6 +641,7 @@ class ListOf(Kind):
         items = []
         for index, element in enumerate(value):
             if element is _UNUSABLE:
+                ctx.failures += 1
                 continue
             try:
                 items.append(self.item.parse(element, ctx, (*path, index)))
@@ -695,9 +700,9 @@ class NamedTables(Kind):
             if not isinstance(table, Mapping):
                 ctx.report(here, f"expected a table, got {_describe(table)}")
                 continue
-            issues_before = len(ctx.issues)
+            failures_before = ctx.failures
             entry = _parse_section(self.section, table, ctx, here, identity={self.name_field: normalised})
-            if len(ctx.issues) == issues_before:
+            if ctx.failures == failures_before:
                 entries.append(entry)
         return tuple(entries)
 
@@ -795,8 +800,9 @@ def _parse_section(cls: type[Section], raw: Mapping[str, Any], ctx: _Context, pa
             ctx.report(here, f"unknown key {key!r}" + _suggestion(key, list(by_key)))
             continue
         name, opt = by_key[key]
-        issues_before = len(ctx.issues)
+        failures_before = ctx.failures
         if value is _UNUSABLE:
+            ctx.failures += 1
             values[name] = _default(opt, ctx, here, quiet=True)
         else:
             try:
@@ -804,13 +810,13 @@ def _parse_section(cls: type[Section], raw: Mapping[str, Any], ctx: _Context, pa
             except InvalidValue as exc:
                 ctx.report(here, str(exc))
                 values[name] = _default(opt, ctx, here, quiet=True)
-        if len(ctx.issues) > issues_before or value is _UNUSABLE:
+        if ctx.failures > failures_before:
             failed.add(name)
     for name, opt in options:
         if name not in values:
-            issues_before = len(ctx.issues)
+            failures_before = ctx.failures
             values[name] = _default(opt, ctx, (*path, opt.key or name))
-            if len(ctx.issues) > issues_before:
+            if ctx.failures > failures_before:
                 failed.add(name)
     section = cls(**values)
     section = section.check(ctx, path, raw, frozenset(failed))
@@ -951,31 +957,64 @@ class ServerConfig(Section):
 def _check_bind_conflicts(listeners: Sequence[ListenerConfig], ctx: _Context, path: KeyPath) -> None:
     """Two listeners on one address would fail at bind (EADDRINUSE); say so at validation instead.
 
-    A wildcard address (0.0.0.0 or [::]) conflicts with every address of the same port, and on Linux
-    [::] also covers IPv4 (IPV6_V6ONLY off). Port 0 asks the kernel for a fresh port, so never clashes.
+    A wildcard address (0.0.0.0 or [::]) conflicts with every address of the same port and family,
+    and [::] also covers IPv4 (Linux dual-stack sockets: IPV6_V6ONLY off, the default). Port 0 asks
+    the kernel for a fresh port, so it never clashes. Linear in the number of addresses.
     """
-    taken: list[tuple[BindAddress, str]] = []
+    by_port: dict[int, _PortUse] = {}
     for listener in listeners:
         for index, address in enumerate(listener.bind):
             if address.port == 0:
                 continue
-            for other, owner in taken:
-                if other.port != address.port:
-                    continue
-                same = other.host == address.host
-                overlapping = (address.is_wildcard and (address.is_ipv6 or not other.is_ipv6)) or (
-                    other.is_wildcard and (other.is_ipv6 or not address.is_ipv6))
-                if same or overlapping:
-                    where = "this listener" if owner == listener.id else f"listener {owner!r}"
-                    key = (*path, "listener", listener.id, "bind")
-                    if len(listener.bind) > 1:
-                        key = (*key, index)
-                    if same:
-                        ctx.report(key, f"address {address} is already used by {where}")
-                    else:
-                        ctx.report(key, f"address {address} overlaps {other} of {where}")
-                    break
-            taken.append((address, listener.id))
+            use = by_port.setdefault(address.port, _PortUse())
+            clash = use.clash(address)
+            if clash is not None:
+                other, owner = clash
+                where = "this listener" if owner == listener.id else f"listener {owner!r}"
+                key = (*path, "listener", listener.id, "bind")
+                if len(listener.bind) > 1:
+                    key = (*key, index)
+                if other == address:
+                    ctx.report(key, f"address {address} is already used by {where}")
+                else:
+                    ctx.report(key, f"address {address} overlaps {other} of {where}")
+            use.add(address, listener.id)
+
+
+@dataclass
+class _PortUse:
+    """Addresses bound on one port so far, indexed for the overlap rules of _check_bind_conflicts."""
+
+    hosts: dict[str, tuple[BindAddress, str]] = field(default_factory=dict)
+    first_ipv4: tuple[BindAddress, str] | None = None
+    first_ipv6: tuple[BindAddress, str] | None = None
+    ipv4_wildcard: tuple[BindAddress, str] | None = None
+    ipv6_wildcard: tuple[BindAddress, str] | None = None
+
+    def clash(self, address: BindAddress) -> tuple[BindAddress, str] | None:
+        if address.host in self.hosts:
+            return self.hosts[address.host]
+        if address.is_wildcard:
+            if address.is_ipv6:
+                return self.first_ipv4 or self.first_ipv6
+            return self.first_ipv4 or self.ipv6_wildcard
+        if self.ipv6_wildcard is not None:
+            return self.ipv6_wildcard
+        if not address.is_ipv6:
+            return self.ipv4_wildcard
+        return None
+
+    def add(self, address: BindAddress, owner: str) -> None:
+        entry = (address, owner)
+        self.hosts.setdefault(address.host, entry)
+        if address.is_ipv6:
+            self.first_ipv6 = self.first_ipv6 or entry
+            if address.is_wildcard:
+                self.ipv6_wildcard = self.ipv6_wildcard or entry
+        else:
+            self.first_ipv4 = self.first_ipv4 or entry
+            if address.is_wildcard:
+                self.ipv4_wildcard = self.ipv4_wildcard or entry
 
 
 @dataclass(frozen=True, kw_only=True)
