@@ -32,8 +32,9 @@ def _valid_id(blob_id: str) -> bool:
 
 @implementer(IBlobStore)
 class FilesystemBlobStore:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
+        self.fsync = fsync
         self.tmp = os.path.join(self.root, "tmp")
         os.makedirs(self.tmp, exist_ok=True)
         for name in os.listdir(self.tmp):
@@ -62,7 +63,8 @@ class FilesystemBlobStore:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp_path)
@@ -76,11 +78,12 @@ class FilesystemBlobStore:
         if self.exists(blob_id):
             os.unlink(path)
             return blob_id
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.fsync:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return self._install(path, blob_id)
 
     def _install(self, tmp_path: str, blob_id: str) -> str:
@@ -88,10 +91,12 @@ class FilesystemBlobStore:
         directory = os.path.dirname(final)
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
-            _fsync_dir(os.path.dirname(directory))
-            _fsync_dir(os.path.dirname(os.path.dirname(directory)))
+            if self.fsync:
+                _fsync_dir(os.path.dirname(directory))
+                _fsync_dir(os.path.dirname(os.path.dirname(directory)))
         os.replace(tmp_path, final)
-        _fsync_dir(directory)
+        if self.fsync:
+            _fsync_dir(directory)
         return blob_id
 
     def get(self, blob_id: str) -> bytes:

@@ -102,7 +102,7 @@ class LMDBWriteTransaction(LMDBReadTransaction):
 
 
 class _Job:
-    __slots__ = ("fn", "deferred", "result", "failure")
+    __slots__ = ("deferred", "failure", "fn", "result")
 
     def __init__(self, fn: Callable[[IWriteTransaction], Any], deferred: Deferred) -> None:
         self.fn = fn
@@ -120,7 +120,9 @@ class LMDBMetadataStore:
     #: Jobs taken into one group commit at most; bounds the latency a big batch adds.
     max_batch = 256
 
-    def __init__(self, path: str, map_size: int = 4 << 30, reactor: Any = None) -> None:
+    def __init__(
+        self, path: str, map_size: int = 4 << 30, max_readers: int = 126, reactor: Any = None
+    ) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._env = lmdb.open(
@@ -131,7 +133,7 @@ class LMDBMetadataStore:
             sync=True,
             metasync=True,
             max_dbs=0,
-            max_readers=512,
+            max_readers=max_readers,
             readahead=False,
         )
         if reactor is None:
@@ -215,12 +217,12 @@ class LMDBMetadataStore:
                     child = self._env.begin(write=True, parent=outer)
                     try:
                         job.result = job.fn(LMDBWriteTransaction(child))
-                    except BaseException:
+                    except BaseException:  # noqa: BLE001 - handed to the job's Deferred
                         child.abort()
                         job.failure = Failure()
                     else:
                         child.commit()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - every job of the batch is told
             # The commit itself failed (disk full, map full): nothing in the batch is durable.
             failure = Failure()
             self.log.failure("metadata commit failed", failure)

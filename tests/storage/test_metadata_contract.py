@@ -112,8 +112,9 @@ def test_async_writes_commit_in_order_and_isolate_failures(store):
 
     failing = store.write(bad)
     ds.append(store.write(lambda txn: txn.incr(b"seq")))
-    for d in ds:
-        yield d
+    from twisted.internet.defer import gatherResults
+
+    yield gatherResults(ds)
     with pytest.raises(KeyError):
         yield failing
     assert store.read(lambda txn: txn.counter(b"seq")) == 51

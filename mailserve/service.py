@@ -1,0 +1,334 @@
+"""The one place that assembles a mail server out of its parts.
+
+``makeService(config)`` returns a ``MailServer``: a ``MultiService`` that owns the stores,
+the core, the directory, the indexer and one ``ListenerService`` per configured listener.
+Nothing else in mailserve constructs a store; protocol factories are given the server and
+pull what they need from it (Synapse's ``HomeServer`` pattern).  It holds no global state,
+so a program can run several servers in one process, and embeds under any service tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import importlib
+import os
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailserve.config import Config, ListenerConfig
+from mailserve.interfaces import IServiceContainer
+
+#: Where each listener protocol's factory builder lives: ``build(server, listener)``.
+PROTOCOLS: dict[str, str] = {
+    "smtp": "mailserve.smtp.factory:build_mx",
+    "submission": "mailserve.smtp.factory:build_submission",
+    "imap": "mailserve.imap.factory:build",
+    "pop3": "mailserve.pop3.factory:build",
+    "managesieve": "mailserve.sieve.managesieve:build",
+    "http": "mailserve.web.factory:build",
+}
+
+
+class StartupError(Exception):
+    """The server cannot start; ``str()`` says why in words an admin can act on."""
+
+
+def protocol_builder(protocol: str):
+    """The factory builder of a protocol, or ``None`` where this build has none."""
+    target = PROTOCOLS.get(protocol)
+    if target is None:
+        return None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            return None
+        raise
+    return getattr(module, attr, None)
+
+
+class DataDirectoryLock:
+    """An exclusive lock on the data directory: one server per data directory.
+
+    ``flock`` is released by the kernel when the process dies, so a crash never leaves a
+    stale lock behind (unlike a bare pid file).
+    """
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, "mailserve.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise StartupError(
+                    f"another mailserve (pid {holder}) is already running on data directory "
+                    f"{os.path.dirname(self.path)}; stop it first or use another server.data_dir"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ListenerService(Service):
+    """One ``[server.listener.ID]``: binds every address of it, reports ports in use by name.
+
+    Binding happens in ``privilegedStartService`` so that twistd binds low ports before it
+    drops privileges, and so that an address in use stops the start with a clear error.
+    """
+
+    log = Logger()
+
+    def __init__(self, server: MailServer, listener: ListenerConfig, factory: Any) -> None:
+        self.server = server
+        self.listener = listener
+        self.factory = factory
+        self.ports: list[Any] = []
+        self.setName(f"listener:{listener.id}")
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._bind()
+
+    def startService(self) -> None:
+        super().startService()
+        self._bind()
+
+    def _bind(self) -> None:
+        if self.ports:
+            return
+        reactor = self.server.reactor
+        for address in self.listener.bind:
+            host, port = address.host, address.port
+            try:
+                if self.listener.tls.implicit:
+                    context = self.server.tls_context_factory()
+                    listening = reactor.listenSSL(port, self.factory, context, interface=host)
+                else:
+                    listening = reactor.listenTCP(port, self.factory, interface=host)
+            except CannotListenError as e:
+                for p in self.ports:
+                    p.stopListening()
+                self.ports = []
+                reason = e.socketError.strerror if getattr(e, "socketError", None) else str(e)
+                raise StartupError(
+                    f"listener {self.listener.id} ({self.listener.protocol}): cannot listen on "
+                    f"{host}:{port}: {reason}"
+                ) from None
+            self.ports.append(listening)
+            self.log.info(
+                "{protocol} listening on {host}:{port}",
+                protocol=self.listener.protocol,
+                host=host,
+                port=listening.getHost().port,
+                listener=self.listener.id,
+            )
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where this listener actually listens (ports chosen by the OS for port 0)."""
+        return [(p.getHost().host, p.getHost().port) for p in self.ports]
+
+    def stopService(self):
+        super().stopService()
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        ports, self.ports = self.ports, []
+        return gatherResults([maybeDeferred(p.stopListening) for p in ports])
+
+
+@implementer(IServiceContainer, IService)
+class MailServer(MultiService):
+    """A whole mail server: the container every protocol is handed."""
+
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self._lock = DataDirectoryLock(config.server.data_dir)
+        self._parts: dict[str, Any] = {}
+        self._opened = False
+        #: Set when this start created the first administrator (printed once, never stored).
+        self.initial_admin_password: str | None = None
+        self.setName("mailserve")
+
+    # -- builders: each part built once, on first use ----------------------------------
+    def _part(self, name: str, build):
+        if name not in self._parts:
+            self._parts[name] = build()
+        return self._parts[name]
+
+    @property
+    def metadata(self):
+        from mailserve.storage import open_metadata_store
+
+        return self._part("metadata", lambda: open_metadata_store(self.config, self.reactor))
+
+    @property
+    def blobs(self):
+        from mailserve.storage import open_blob_store
+
+        return self._part("blobs", lambda: open_blob_store(self.config))
+
+    @property
+    def search_index(self):
+        from mailserve.storage import open_search_index
+
+        return self._part("search_index", lambda: open_search_index(self.config))
+
+    @property
+    def core(self):
+        from mailserve.core.mailcore import MailCore
+
+        return self._part("core", lambda: MailCore(self.metadata, self.blobs, reactor=self.reactor))
+
+    @property
+    def directory(self):
+        from mailserve.directory.directory import Directory
+        from mailserve.directory.passwords import PasswordHashing
+        from mailserve.directory.throttle import AuthThrottle
+
+        auth = self.config.auth
+
+        def build():
+            return Directory(
+                self.metadata,
+                self.core,
+                execute=self.metadata.write,
+                hashing=PasswordHashing.from_config(auth),
+                throttle=AuthThrottle(auth.max_failures_per_ip, 900.0),
+            )
+
+        return self._part("directory", build)
+
+    @property
+    def indexer(self):
+        from mailserve.core.indexer import SearchIndexer
+
+        return self._part(
+            "indexer",
+            lambda: SearchIndexer(
+                self.core,
+                self.search_index,
+                batch_size=self.config.storage.index.batch_size,
+                delay=self.config.storage.index.commit_interval,
+            ),
+        )
+
+    def tls_context_factory(self):
+        from mailserve.tls.certificates import CertificateStore
+
+        store = self._part("certificates", lambda: CertificateStore.from_config(self.config))
+        return store.context_factory()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self._opened:
+            return
+        self._lock.acquire()
+        try:
+            self.metadata.start()
+            self._bootstrap_administrator()
+            self.addService(self.indexer)
+            for listener in self.config.listeners:
+                builder = protocol_builder(listener.protocol)
+                if builder is None:
+                    raise StartupError(
+                        f"listener {listener.id}: protocol {listener.protocol!r} is not available "
+                        "in this version of mailserve; remove the listener from the configuration"
+                    )
+                ListenerService(self, listener, builder(self, listener)).setServiceParent(self)
+        except BaseException:
+            self._close_stores()
+            raise
+        self._opened = True
+
+    def _bootstrap_administrator(self) -> None:
+        """On first start, create ``admin`` with a random password, as Stalwart does."""
+        from mailserve.cli import ensure_administrator
+        from mailserve.directory.directory import Directory
+
+        directory = self.directory
+        sync = Directory(self.metadata, self.core, execute=self.metadata.write_sync, hashing=directory.hashing)
+        password = ensure_administrator(sync)
+        if password:
+            self.initial_admin_password = password
+            self.log.warning("created administrator 'admin' (password shown once in the start banner)")
+
+    def privilegedStartService(self) -> None:
+        self._open()
+        try:
+            super().privilegedStartService()
+        except BaseException:
+            self._close_stores()
+            raise
+
+    def startService(self) -> None:
+        self._open()
+        super().startService()
+        self.log.info(
+            "mailserve started: hostname {hostname}, data in {data_dir}",
+            hostname=self.config.server.hostname,
+            data_dir=self.config.server.data_dir,
+        )
+
+    def stopService(self):
+        d = super().stopService()
+
+        def closed(result):
+            self._close_stores()
+            self.log.info("mailserve stopped")
+            return result
+
+        return d.addBoth(closed)
+
+    def _close_stores(self) -> None:
+        for name in ("search_index", "metadata"):
+            part = self._parts.pop(name, None)
+            if part is not None:
+                part.close()
+        self._parts.clear()
+        for child in list(self):
+            child.disownServiceParent()
+        self._opened = False
+        self._lock.release()
+
+    def listening(self) -> dict[str, list[tuple[str, int]]]:
+        """Listener id -> the addresses it listens on (for tests and the start banner)."""
+        return {
+            s.listener.id: s.addresses() for s in self if isinstance(s, ListenerService)
+        }
+
+
+def makeService(config: Config | dict | str) -> MailServer:
+    """Build the mail server for ``config`` (a Config, a dict of TOML data, or a file path)."""
+    from mailserve import config as config_module
+
+    if isinstance(config, str):
+        config = config_module.load_config(config)
+    elif isinstance(config, dict):
+        config = config_module.Config.from_dict(config)
+    return MailServer(config)
