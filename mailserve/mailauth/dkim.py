@@ -180,7 +180,7 @@ def _verify_all(message: bytes, table: KeyTable, minkey: int) -> list[DKIMResult
     """Runs in a thread: hash the message and check every signature against ``table``."""
     results: list[DKIMResult] = []
     signatures = _signature_headers(message)
-    verifier = dkimpy.DKIM(message, minkey=minkey, logger=_QuietLogger())
+    verifier = dkimpy.DKIM(message, minkey=minkey, logger=QuietDKIMLogger())
     for index, value in enumerate(signatures):
         tags = _tags(value)
         domain = _text(tags.get(b"d")).lower()
@@ -242,7 +242,7 @@ def _verify_all(message: bytes, table: KeyTable, minkey: int) -> list[DKIMResult
     return results
 
 
-class _QuietLogger:
+class QuietDKIMLogger:
     """dkimpy logs every failed signature at error level; the result already says it."""
 
     def debug(self, *args, **kwargs) -> None:
@@ -296,7 +296,7 @@ def oversigned_headers(message: bytes) -> list[bytes]:
     return include
 
 
-def _dkimpy_private_key(private_key_pem: bytes | str, algorithm: str) -> bytes:
+def dkimpy_private_key(private_key_pem: bytes | str, algorithm: str) -> bytes:
     """The private key in the form dkimpy wants: PKCS#1 PEM for RSA, base64 seed for Ed25519."""
     if isinstance(private_key_pem, str):
         private_key_pem = private_key_pem.encode("ascii")
@@ -350,11 +350,11 @@ def sign_dkim(
         raise DKIMSigningError(f"unsupported algorithm {algorithm!r}; use one of {ALGORITHMS}")
     if not domain or not selector:
         raise DKIMSigningError("domain and selector are required")
-    key = _dkimpy_private_key(private_key_pem, algorithm)
+    key = dkimpy_private_key(private_key_pem, algorithm)
     include = [h.encode("ascii") if isinstance(h, str) else h for h in headers] if headers else oversigned_headers(message)
     if b"from" not in [h.lower() for h in include] or not _has_from(message):
         raise DKIMSigningError("the message has no From header field to sign (RFC 6376 section 5.4)")
-    signer = dkimpy.DKIM(message, signature_algorithm=algorithm.encode("ascii"), logger=_QuietLogger())
+    signer = dkimpy.DKIM(message, signature_algorithm=algorithm.encode("ascii"), logger=QuietDKIMLogger())
     try:
         return signer.sign(
             selector.encode("ascii"),
