@@ -1,0 +1,2 @@
+require "fileinto";
+if address :all :is ["to", "cc"] "boss@example.org" { fileinto "Boss"; }

@@ -1,0 +1,2 @@
+if header :contains "subject" "hello" { discard; stop; }
+keep;

@@ -1,0 +1,3 @@
+require ["reject", "fileinto"];
+fileinto "Folder";
+reject "No thanks";

@@ -1,0 +1,4 @@
+require ["imap4flags", "fileinto"];
+addflag "\\Seen";
+fileinto "Read";
+fileinto :flags "\\Answered" "Answered";

@@ -1,0 +1,4 @@
+require ["fileinto", "variables"];
+set :upperfirst :lower "name" "mIXED";
+set :length "len" "abcdef";
+fileinto "${name}${len}";

@@ -1,0 +1,2 @@
+require ["body", "fileinto"];
+if body :raw :contains "Caf=E9" { fileinto "RawQP"; }

@@ -1,0 +1,2 @@
+require ["date", "fileinto"];
+if date :originalzone "date" "hour" "09" { fileinto "NineLocal"; }

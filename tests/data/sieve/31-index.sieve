@@ -1,0 +1,2 @@
+require ["index", "fileinto"];
+if header :index 2 :contains "received" "relay" { fileinto "SecondHop"; }

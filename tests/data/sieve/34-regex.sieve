@@ -1,0 +1,2 @@
+require ["fileinto", "regex", "variables"];
+if header :regex "subject" "^(hel+o) (t.*)$" { fileinto "R-${2}"; }

@@ -1,0 +1,6 @@
+require "reject";
+reject text:
+Sorry,
+..dot-stuffed line
+.
+;

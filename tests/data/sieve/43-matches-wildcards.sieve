@@ -1,0 +1,2 @@
+require ["fileinto", "variables"];
+if header :matches "from" "*<*@*>" { fileinto "${2}-at-${3}"; }
