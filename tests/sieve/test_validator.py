@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailserve.sieve import SIEVE_CAPABILITY, SieveLimits, SieveSyntaxError, compile_script
+from mailserve.sieve import (
+    SIEVE_CAPABILITY,
+    SieveLimits,
+    SieveSyntaxError,
+    compile_script,
+)
 
 
 @pytest.mark.parametrize(
