@@ -18,10 +18,13 @@ from twisted.internet import defer, threads
 from mailserve.dns import Resolver
 from mailserve.mailauth.dkim import (
     KeyTable,
+    MalformedMessageError,
     QuietDKIMLogger,
     dkimpy_private_key,
     fetch_keys,
+    header_section,
     oversigned_headers,
+    parse_header_fields,
 )
 
 __all__ = ["ARCResult", "ARCSealError", "ARCSetResult", "arc_seal", "arc_seal_async", "verify_arc"]
@@ -71,7 +74,7 @@ def _text(value: bytes | None) -> str:
 
 def _arc_key_names(message: bytes) -> tuple[set[str], int]:
     """Key names the chain needs and the highest instance number (runs in a thread)."""
-    headers, _body = dkimpy.rfc822_parse(message)
+    headers = parse_header_fields(message)
     names: set[str] = set()
     highest = 0
     for name, value in headers:
@@ -127,7 +130,11 @@ def _validate(message: bytes, table: KeyTable, minkey: int) -> ARCResult:
 
 
 async def _verify(resolver: Resolver, message: bytes, minkey: int) -> ARCResult:
-    names, highest = await threads.deferToThread(_arc_key_names, message)
+    try:
+        names, highest = await threads.deferToThread(_arc_key_names, message)
+    except MalformedMessageError as exc:
+        has_arc = re.search(rb"(?im)^arc-seal\s*:", header_section(message))
+        return ARCResult("fail" if has_arc else "none", reason=str(exc))
     if highest == 0:
         return ARCResult("none")
     if highest > MAX_ARC_INSTANCES:
@@ -182,9 +189,9 @@ def arc_seal(
     authserv_id = _authserv_id(auth_results)
     value = " ".join(auth_results.replace("\r\n", "\n").split("\n")).strip()
     stamped = b"Authentication-Results: " + value.encode("utf-8") + b"\r\n" + message
-    include = [h for h in oversigned_headers(message) if h != b"authentication-results"]
-    sealer = dkimpy.ARC(stamped, logger=QuietDKIMLogger(), signature_algorithm=b"rsa-sha256")
     try:
+        include = [h for h in oversigned_headers(message) if h != b"authentication-results"]
+        sealer = dkimpy.ARC(stamped, logger=QuietDKIMLogger(), signature_algorithm=b"rsa-sha256")
         arc_set = sealer.sign(
             selector.encode("ascii"),
             domain.encode("ascii"),
@@ -197,7 +204,7 @@ def arc_seal(
         if "Maximum instance" in str(exc):
             return b""
         raise ARCSealError(str(exc)) from exc
-    except dkimpy.DKIMException as exc:
+    except (dkimpy.DKIMException, ValueError, IndexError) as exc:
         raise ARCSealError(str(exc)) from exc
     return b"".join(arc_set)
 

@@ -27,9 +27,11 @@ __all__ = [
     "DKIMResult",
     "DKIMSigningError",
     "KeyTable",
+    "MalformedMessageError",
     "fetch_keys",
     "generate_dkim_key",
     "oversigned_headers",
+    "parse_header_fields",
     "sign_dkim",
     "sign_dkim_async",
     "verify_dkim",
@@ -134,8 +136,34 @@ async def fetch_keys(resolver: Resolver, names: set[str], table: KeyTable | None
     return table
 
 
+class MalformedMessageError(ValueError):
+    """The header section cannot be parsed into fields (RFC 5322 section 2.2)."""
+
+
+def parse_header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
+    """``(name, value)`` pairs of the header section, as dkimpy sees them.
+
+    Raises :class:`MalformedMessageError` for a header section that is not a sequence of
+    fields (a line without a colon, a continuation line first), which hostile or broken
+    senders do produce.
+    """
+    try:
+        headers, _body = dkimpy.rfc822_parse(message)
+    except (dkimpy.MessageFormatError, IndexError) as exc:
+        raise MalformedMessageError(f"malformed header section: {exc}") from exc
+    return headers
+
+
+def header_section(message: bytes) -> bytes:
+    """The bytes before the first empty line (RFC 5322 section 2.1)."""
+    return re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
+
+
 def _signature_headers(message: bytes, header_name: bytes = b"dkim-signature") -> list[bytes]:
-    headers, _body = dkimpy.rfc822_parse(message)
+    try:
+        headers = parse_header_fields(message)
+    except MalformedMessageError:
+        return []
     return [value for name, value in headers if name.lower() == header_name]
 
 
@@ -180,6 +208,8 @@ def _verify_all(message: bytes, table: KeyTable, minkey: int) -> list[DKIMResult
     """Runs in a thread: hash the message and check every signature against ``table``."""
     results: list[DKIMResult] = []
     signatures = _signature_headers(message)
+    if not signatures:
+        return results
     verifier = dkimpy.DKIM(message, minkey=minkey, logger=QuietDKIMLogger())
     for index, value in enumerate(signatures):
         tags = _tags(value)
@@ -264,7 +294,13 @@ def verify_dkim(resolver: Resolver, message: bytes, minkey: int = MIN_RSA_BITS) 
 
 
 async def _verify_dkim(resolver: Resolver, message: bytes, minkey: int) -> list[DKIMResult]:
-    signatures = await threads.deferToThread(_signature_headers, message)
+    try:
+        headers = await threads.deferToThread(parse_header_fields, message)
+    except MalformedMessageError as exc:
+        if re.search(rb"(?im)^dkim-signature\s*:", header_section(message)):
+            return [DKIMResult("", "", "permerror", "", "", "", str(exc))]
+        return []
+    signatures = [value for name, value in headers if name.lower() == b"dkim-signature"]
     if not signatures:
         return []
     names = set()
@@ -282,7 +318,10 @@ def oversigned_headers(message: bytes) -> list[bytes]:
     RFC 6376 section 5.4.2: listing a field once more than it occurs stops anyone adding
     another instance; listing an absent field stops anyone adding it at all.
     """
-    headers, _body = dkimpy.rfc822_parse(message)
+    try:
+        headers = parse_header_fields(message)
+    except MalformedMessageError as exc:
+        raise DKIMSigningError(str(exc)) from exc
     counts: dict[str, int] = {}
     for name, _value in headers:
         lowered = name.decode("ascii", "replace").lower()
@@ -369,7 +408,10 @@ def sign_dkim(
 
 
 def _has_from(message: bytes) -> bool:
-    headers, _body = dkimpy.rfc822_parse(message)
+    try:
+        headers = parse_header_fields(message)
+    except MalformedMessageError as exc:
+        raise DKIMSigningError(str(exc)) from exc
     return any(name.lower() == b"from" for name, _value in headers)
 
 

@@ -18,12 +18,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import dkim as dkimpy
 from twisted.internet import defer, threads
 
 from mailserve.dns import InvalidDomainName, Resolver, normalize_domain
 from mailserve.mailauth.arc import ARCResult, verify_arc
-from mailserve.mailauth.dkim import DKIMResult, verify_dkim
+from mailserve.mailauth.dkim import (
+    DKIMResult,
+    MalformedMessageError,
+    parse_header_fields,
+    verify_dkim,
+)
 from mailserve.mailauth.dmarc import (
     DMARCResult,
     FromDomainError,
@@ -247,7 +251,10 @@ def strip_authentication_results(message: bytes, authserv_id: str) -> bytes:
 
 def _from_domain(message: bytes) -> str | None:
     """The RFC 5322.From domain, or ``None`` if absent, repeated or unusable (s. 6.6.1)."""
-    headers, _body = dkimpy.rfc822_parse(message)
+    try:
+        headers = parse_header_fields(message)
+    except MalformedMessageError:
+        return None
     values = [value for name, value in headers if name.lower() == b"from"]
     if len(values) != 1:
         return None

@@ -121,3 +121,5 @@ def test_seal_errors(keys, ed25519_key, message):
         arc_seal(message, "list.example; arc=none", "list.example", "arc", ed25519_key[0])
     with pytest.raises(ARCSealError):
         arc_seal(message, "   ", "list.example", "arc", keys[0])
+    with pytest.raises(ARCSealError):
+        arc_seal(b"no colon here\r\n" + message, "list.example; arc=none", "list.example", "arc", keys[0])

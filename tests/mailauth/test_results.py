@@ -210,3 +210,16 @@ def test_header_formatting():
     assert format_authentication_results("mx.example.net; none") == b"Authentication-Results: mx.example.net; none\r\n"
     with pytest.raises(ValueError):
         authentication_results_value("bad id;")
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_header_section_is_judged_not_crashed(zone, rsa_key, message):
+    signed = sign_dkim(message, "example.org", "sel", rsa_key[0]) + message
+    broken = b"this line has no colon\r\n" + signed
+    verdict = await authenticate_message(
+        zone.resolver(), broken, CLIENT, "mail.example.org", "alice@example.org", AUTHSERV
+    )
+    assert [d.result for d in verdict.dkim] == ["permerror"]
+    assert verdict.arc.result == "none"
+    assert verdict.dmarc.result == "permerror"
+    assert verdict.spf.result == "pass"
