@@ -36,6 +36,7 @@ the last commit and never waits for a commit to finish, only for the instant in 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -67,9 +68,11 @@ ALL_FIELDS = "text"
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u30fc\u3005"
 _WORD = regex.compile(
     rf"(?P<unspaced>[{_UNSPACED}]+)"
-    rf"|[[\p{{L}}\p{{N}}]--[{_UNSPACED}]][[\p{{L}}\p{{N}}\p{{M}}]--[{_UNSPACED}]]*",
+    rf"|(?P<spaced>[[\p{{L}}\p{{N}}]--[{_UNSPACED}]][[\p{{L}}\p{{N}}\p{{M}}]--[{_UNSPACED}]]*)",
     regex.V1,
 )
+# For ASCII text the rules above reduce to runs of ASCII letters and digits.
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
 _DOCUMENT_KEYS = frozenset(SEARCH_FIELDS) | {"account", "message"}
 
 
@@ -92,21 +95,22 @@ def fold_case(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
-def _word_runs(text: str):
-    """Yield ``(run, unspaced)`` for each word run of folded ``text``."""
-    for match in _WORD.finditer(fold_case(text)):
-        yield match.group(), match.group("unspaced") is not None
-
-
 def index_terms(text: str) -> list[str]:
     """The distinct terms to index for ``text``, in order of first appearance."""
+    if text.isascii():  # Most mail: the same rules, several times faster.
+        words = dict.fromkeys(_ASCII_WORD.findall(text.lower()))
+        if any(len(word) > MAX_WORD_CHARS for word in words):
+            words = dict.fromkeys(word[:MAX_WORD_CHARS] for word in words)
+        return list(words)
     terms: dict[str, None] = {}
-    for run, unspaced in _word_runs(text):
-        if unspaced:
-            terms.update(dict.fromkeys(run))
-            terms.update(dict.fromkeys(run[i : i + 2] for i in range(len(run) - 1)))
+    for unspaced, spaced in _WORD.findall(fold_case(text)):
+        if spaced:
+            terms[spaced[:MAX_WORD_CHARS]] = None
         else:
-            terms[run[:MAX_WORD_CHARS]] = None
+            terms.update(dict.fromkeys(unspaced))
+            terms.update(
+                dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1))
+            )
     return list(terms)
 
 
@@ -123,11 +127,15 @@ def query_terms(text: str) -> list[str]:
             f"search text is {len(text)} characters long; at most {MAX_QUERY_CHARS} are allowed"
         )
     terms: dict[str, None] = {}
-    for run, unspaced in _word_runs(text):
-        if unspaced and len(run) > 1:
-            terms.update(dict.fromkeys(run[i : i + 2] for i in range(len(run) - 1)))
+    for unspaced, spaced in _WORD.findall(fold_case(text)):
+        if spaced:
+            terms[spaced[:MAX_WORD_CHARS]] = None
+        elif len(unspaced) == 1:
+            terms[unspaced] = None
         else:
-            terms[run[:MAX_WORD_CHARS]] = None
+            terms.update(
+                dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1))
+            )
         if len(terms) > MAX_QUERY_TERMS:
             raise ValueError(
                 f"search text has more than {MAX_QUERY_TERMS} distinct words"
@@ -259,7 +267,7 @@ def _terms_field() -> fields.FieldType:
     not name a class of ours), with the ``Existence`` format: we never rank, so term
     frequencies and positions would only cost space and time.
     """
-    field = fields.KEYWORD(lowercase=False, commas=False, scorable=False, stored=False)
+    field = fields.KEYWORD(lowercase=False, commas=False, scorable=True, stored=False)
     field.format = formats.Existence()
     return field
 
