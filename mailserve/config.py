@@ -95,6 +95,9 @@ __all__ = [
 MAX_CONFIG_FILE_SIZE = 4 * 1024 * 1024
 #: Largest file ``%{file:PATH}%`` will read; it is meant for secrets and single values.
 MAX_SUBSTITUTED_FILE_SIZE = 1024 * 1024
+#: Issues listed in one ConfigError; past this, the rest are only counted, so a garbage file
+#: cannot make validation spend its time composing hundreds of thousands of messages.
+MAX_REPORTED_ISSUES = 100
 #: Largest PEM file accepted for certificates and keys (a long chain is still only tens of KiB).
 MAX_PEM_FILE_SIZE = 1024 * 1024
 
@@ -152,6 +155,8 @@ def format_key_path(path: KeyPath) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
             continue
+        if len(part) > 100:
+            part = part[:97] + "..."
         piece = part if _BARE_KEY.fullmatch(part) else _toml_string(part)
         text = f"{text}.{piece}" if text else piece
     return text
@@ -182,12 +187,25 @@ class _Context:
     #: Count of values found unusable so far (reported here or during substitution); a parser compares
     #: it before and after a value to learn whether anything inside that value failed.
     failures: int = 0
+    #: Issues found after MAX_REPORTED_ISSUES were listed.
+    unreported: int = 0
     data_dir: str = "var"
     hostname: str = "localhost"
 
-    def report(self, path: KeyPath, message: str) -> None:
+    def report(self, path: KeyPath, message: str | Callable[[], str]) -> None:
+        """Record an issue; ``message`` may be a function, called only if the issue will be listed."""
         self.failures += 1
-        self.issues.append(ConfigIssue(self.source, format_key_path(path), message))
+        if len(self.issues) >= MAX_REPORTED_ISSUES:
+            self.unreported += 1
+            return
+        text = message() if callable(message) else message
+        self.issues.append(ConfigIssue(self.source, format_key_path(path), text))
+
+    def error(self) -> ConfigError:
+        issues = list(self.issues)
+        if self.unreported:
+            issues.append(ConfigIssue(self.source, "", f"{self.unreported} more problems not shown"))
+        return ConfigError(issues)
 
     def resolve_path(self, path: str) -> str:
         """Absolute form of ``path``: ``~`` expanded, relative paths taken from the load-time cwd."""
@@ -797,7 +815,7 @@ def _parse_section(cls: type[Section], raw: Mapping[str, Any], ctx: _Context, pa
     for key, value in raw.items():
         here = (*path, key)
         if key not in by_key:
-            ctx.report(here, f"unknown key {key!r}" + _suggestion(key, list(by_key)))
+            ctx.report(here, lambda key=key: f"unknown key {_short(key)}" + _suggestion(key, list(by_key)))
             continue
         name, opt = by_key[key]
         failures_before = ctx.failures
@@ -1352,7 +1370,7 @@ class Config(Section):
         ctx = _Context(source=source, env=os.environ if env is None else env, cwd=os.getcwd())
         config = _build(data, ctx)
         if ctx.issues:
-            raise ConfigError(ctx.issues)
+            raise ctx.error()
         return config
 
 
@@ -1442,7 +1460,7 @@ def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | N
         raise ConfigError([ConfigIssue(source, "", "not valid TOML: nested too deeply")]) from None
     config = _build(data, ctx)
     if ctx.issues:
-        raise ConfigError(ctx.issues)
+        raise ctx.error()
     return config
 
 

@@ -13,6 +13,7 @@ from twisted.logger import LogLevel
 
 from mailserve.config import (
     MAX_CONFIG_FILE_SIZE,
+    MAX_REPORTED_ISSUES,
     BindAddress,
     Config,
     ConfigError,
@@ -756,3 +757,27 @@ def test_rendered_default_documents_every_key() -> None:
     for listener_key in ("# bind = ", "# protocol = ", "# tls.implicit = false", "# tls.starttls = true",
                          "# allow_plaintext_auth = false"):
         assert listener_key in text
+
+
+def test_a_garbage_file_lists_a_bounded_number_of_issues() -> None:
+    text = "[imap]\n" + "".join(f"key{index} = 1\n" for index in range(5000))
+    issues = issues_of(text)
+    assert len(issues) == MAX_REPORTED_ISSUES + 1
+    assert issues[0] == "test.toml:imap.key0: unknown key 'key0'"
+    assert issues[-1] == f"test.toml: {5000 - MAX_REPORTED_ISSUES} more problems not shown"
+
+
+def test_a_huge_key_is_shortened_in_messages() -> None:
+    issue = only_issue(MINIMAL + "[imap]\n" + "x" * 100_000 + " = 1\n")
+    assert len(issue) < 300
+    assert issue.startswith('test.toml:imap."' + "x" * 97 + '...": unknown key \'xxx')
+
+
+def test_many_listeners_with_many_addresses_validate_quickly() -> None:
+    parts = [MINIMAL]
+    for listener in range(300):
+        binds = ", ".join(f'"10.0.{listener % 256}.{address}:{2000 + listener}"' for address in range(50))
+        parts.append(f'[server.listener.l{listener}]\nbind = [{binds}]\nprotocol = "smtp"\n')
+    parts.append('[server.listener.clash]\nbind = "[::]:2001"\nprotocol = "smtp"\n')
+    assert issues_of("".join(parts)) == [
+        "test.toml:server.listener.clash.bind: address [::]:2001 overlaps 10.0.1.0:2001 of listener 'l1'"]
