@@ -6,8 +6,12 @@ kept under a directory.  Nothing below may depend on which engine is underneath.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -20,6 +24,8 @@ from mailserve.interfaces import SEARCH_FIELDS, ISearchIndex
 from mailserve.storage.tantivy_index import TantivySearchIndex
 from mailserve.storage.whoosh_index import WhooshSearchIndex
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
 INDEX_FACTORIES = [
     pytest.param(WhooshSearchIndex, id="whoosh"),
     pytest.param(TantivySearchIndex, id="tantivy"),
@@ -28,7 +34,10 @@ INDEX_FACTORIES = [
 
 @pytest.fixture(params=INDEX_FACTORIES)
 def open_index(request, tmp_path):
-    """Open (and later close) the index kept in one directory; callable more than once."""
+    """Open (and later close) the index kept in one directory; callable more than once.
+
+    ``opener.factory`` and ``opener.path`` let a test open the same index in a child process.
+    """
     opened = []
 
     def opener():
@@ -36,6 +45,8 @@ def open_index(request, tmp_path):
         opened.append(index)
         return index
 
+    opener.factory = request.param
+    opener.path = tmp_path / "index"
     yield opener
     for index in opened:
         index.close()
@@ -451,6 +462,37 @@ class TestLifecycle:
         assert reopened.search(2, "subject", "durable") == set()
         indexed(reopened, message(1, 4, subject="durable again"))
         assert reopened.search(1, "subject", "durable") == {1, 4}
+
+    def test_process_killed_without_close_keeps_commits_only(self, open_index):
+        """A crash loses nothing committed and leaves the index usable (and unlocked)."""
+        factory = open_index.factory
+        script = textwrap.dedent(
+            f"""
+            import os
+            from {factory.__module__} import {factory.__qualname__} as Index
+
+            index = Index({str(open_index.path)!r})
+            index.add([{{"account": 1, "message": 1, "body": "committed before the crash"}}])
+            index.commit()
+            index.add([{{"account": 1, "message": 2, "body": "pending at the crash"}}])
+            index.remove(1, [1])
+            os._exit(0)
+            """
+        )
+        child = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=SOURCE_ROOT,
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr.decode()
+
+        index = open_index()
+        assert index.search(1, "body", "committed") == {1}
+        assert index.search(1, "body", "pending") == set()
+        indexed(index, message(1, 3, body="after the crash"))
+        assert index.search(1, "body", "crash") == {1, 3}
 
     def test_closed_index_refuses_work(self, index):
         index.close()
