@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
+from twisted.logger import LogLevel
+
 __all__ = [
     "PROTOCOLS",
     "STARTTLS_PROTOCOLS",
@@ -177,8 +179,12 @@ _UNUSABLE = _Unusable()
 
 
 @dataclass
-class _Context:
-    """State of one load: where issues go and what later sections need from earlier ones."""
+class LoadContext:
+    """State of one load: where issues go and what later sections need from earlier ones.
+
+    Kinds and ``Section.check`` receive it; nothing outside one ``load_config``/``parse_config`` call
+    keeps it, so loads never share state.
+    """
 
     source: str
     env: Mapping[str, str]
@@ -248,6 +254,8 @@ def _format_size(size: int) -> str:
 
 
 def _format_duration(seconds: float) -> str:
+    if seconds >= 1e9:
+        return f"{seconds:g}s"
     for unit, factor in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= factor and seconds % factor == 0:
             return f"{int(seconds // factor)}{unit}"
@@ -271,9 +279,9 @@ def _coerce_substituted(value: object) -> object:
     if not isinstance(value, _SubstitutedStr):
         return value
     text = value.strip()
-    if re.fullmatch(r"[+-]?[0-9]+", text):
+    if re.fullmatch(r"[+-]?[0-9]{1,18}", text):
         return int(text)
-    if re.fullmatch(r"[+-]?[0-9]+\.[0-9]+", text):
+    if re.fullmatch(r"[+-]?[0-9]{1,18}\.[0-9]{1,9}", text):
         return float(text)
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
@@ -285,7 +293,7 @@ class Kind:
 
     expected = "a value"
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> Any:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> Any:
         raise NotImplementedError
 
     def type_error(self, value: object) -> InvalidValue:
@@ -309,7 +317,7 @@ class Int(Kind):
         self.minimum = minimum
         self.maximum = maximum
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> int:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> int:
         value = _coerce_substituted(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.type_error(value)
@@ -322,7 +330,7 @@ class Bool(Kind):
 
     expected = "a boolean (true or false)"
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> bool:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> bool:
         value = _coerce_substituted(value)
         if not isinstance(value, bool):
             raise self.type_error(value)
@@ -338,7 +346,7 @@ class Str(Kind):
         self.allow_empty = allow_empty
         self.max_length = max_length
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str:
         if not isinstance(value, str):
             raise self.type_error(value)
         if not value and not self.allow_empty:
@@ -359,7 +367,7 @@ class Choice(Kind):
         self.choices = tuple(choices)
         self.aliases = dict(aliases or {})
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str:
         if not isinstance(value, str):
             raise self.type_error(value)
         word = value.strip().lower()
@@ -380,7 +388,9 @@ _SIZE_UNITS = {
     "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
     "t": 1 << 40, "tib": 1 << 40, "tb": 10**12,
 }
-_SIZE_TEXT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
+# Digit counts are bounded: a number is never more than 18 digits, so huge strings fail the pattern
+# instead of reaching int() (which refuses more than 4300 digits) or overflowing a float.
+_SIZE_TEXT = re.compile(r"\s*([0-9]{1,18}(?:\.[0-9]{1,9})?)\s*([A-Za-z]*)\s*")
 
 
 class Size(Kind):
@@ -392,7 +402,7 @@ class Size(Kind):
         self.minimum = minimum
         self.maximum = maximum
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> int:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> int:
         value = _coerce_substituted(value)
         if isinstance(value, bool):
             raise self.type_error(value)
@@ -417,8 +427,8 @@ class Size(Kind):
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
-_DURATION_TEXT = re.compile(r"\s*(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|s|m|h|d|w)\s*)+", re.IGNORECASE)
+_DURATION_PART = re.compile(r"([0-9]{1,18}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
+_DURATION_TEXT = re.compile(r"\s*(?:[0-9]{1,18}(?:\.[0-9]{1,9})?\s*(?:ms|s|m|h|d|w)\s*){1,10}", re.IGNORECASE)
 
 
 class Duration(Kind):
@@ -430,7 +440,7 @@ class Duration(Kind):
         self.minimum = minimum
         self.maximum = maximum
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> float:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> float:
         value = _coerce_substituted(value)
         if isinstance(value, bool):
             raise self.type_error(value)
@@ -469,7 +479,7 @@ class Path(Kind):
         self.must_exist = must_exist
         self.pem = pem
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str | None:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str | None:
         if not isinstance(value, str):
             raise self.type_error(value)
         if not value:
@@ -504,7 +514,7 @@ def _check_readable_file(path: str, *, pem: bool) -> None:
 class LogPath(Path):
     """A log destination: ``"-"`` for standard output (journald, containers), else a file path."""
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str | None:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str | None:
         if value == "-":
             return "-"
         return super().parse(value, ctx, path)
@@ -527,7 +537,7 @@ class Hostname(Kind):
         self.wildcard = wildcard
         self.allow_ip = allow_ip
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str:
         if not isinstance(value, str):
             raise self.type_error(value)
         if not value and self.optional:
@@ -554,7 +564,7 @@ class URL(Kind):
 
     expected = "a URL (string)"
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str:
         if not isinstance(value, str):
             raise self.type_error(value)
         parts = urlsplit(value)
@@ -570,7 +580,7 @@ class Network(Kind):
 
     expected = "a network (string such as '10.0.0.0/8')"
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         if not isinstance(value, str):
             raise self.type_error(value)
         try:
@@ -606,7 +616,7 @@ class Bind(Kind):
 
     expected = "an address string such as '127.0.0.1:143' or '[::]:143'"
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> BindAddress:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> BindAddress:
         if not isinstance(value, str):
             raise self.type_error(value)
         match = re.fullmatch(r"\[([^\]]*)\]:([^:]*)|([^:\[\]]*):([^:]*)", value.strip())
@@ -647,7 +657,7 @@ class ListOf(Kind):
         self.max_items = max_items
         self.expected = f"an array of {item.expected}" + (" or a single one" if allow_single else "")
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> tuple[Any, ...]:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> tuple[Any, ...]:
         if self.allow_single and not isinstance(value, (list, tuple, Mapping)):
             return (self.item.parse(value, ctx, path),)
         if not isinstance(value, (list, tuple)):
@@ -676,7 +686,7 @@ class Subsection(Kind):
     def __init__(self, section: type[Section]) -> None:
         self.section = section
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> Section:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> Section:
         if not isinstance(value, Mapping):
             raise self.type_error(value)
         return _parse_section(self.section, value, ctx, path)
@@ -697,7 +707,7 @@ class NamedTables(Kind):
         self.name_kind = name_kind
         self.max_entries = max_entries
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> tuple[Any, ...]:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> tuple[Any, ...]:
         if not isinstance(value, Mapping):
             raise self.type_error(value)
         if len(value) > self.max_entries:
@@ -730,7 +740,7 @@ class Identifier(Kind):
 
     expected = "a name"
 
-    def parse(self, value: object, ctx: _Context, path: KeyPath) -> str:
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> str:
         if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
             raise InvalidValue(f"{_short(str(value))} must be 1 to 64 letters, digits, '-' or '_'")
         return value
@@ -793,7 +803,7 @@ class Section:
         return [(item.name, item.metadata["option"]) for item in dataclasses.fields(cls)  # type: ignore[arg-type]
                 if "option" in item.metadata]
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         """Cross-key rules; report problems with ``ctx.report`` and return the (possibly adjusted) section.
 
         ``failed`` names the fields whose values were invalid (they hold a stand-in); a rule involving
@@ -801,11 +811,11 @@ class Section:
         """
         return self
 
-    def contribute(self, ctx: _Context) -> None:
+    def contribute(self, ctx: LoadContext) -> None:
         """Publish values later sections depend on (``server.data_dir``) into the load context."""
 
 
-def _parse_section(cls: type[Section], raw: Mapping[str, Any], ctx: _Context, path: KeyPath,
+def _parse_section(cls: type[Section], raw: Mapping[str, Any], ctx: LoadContext, path: KeyPath,
                    identity: Mapping[str, Any] | None = None) -> Any:
     """Validate one table against ``cls``: every key in file order, then defaults, then cross-checks."""
     options = cls.options()
@@ -842,7 +852,7 @@ def _parse_section(cls: type[Section], raw: Mapping[str, Any], ctx: _Context, pa
     return section
 
 
-def _default(opt: Option, ctx: _Context, path: KeyPath, quiet: bool = False) -> Any:
+def _default(opt: Option, ctx: LoadContext, path: KeyPath, quiet: bool = False) -> Any:
     """The parsed default of an option; a required option that is missing is reported here."""
     if opt.default is REQUIRED:
         if not quiet:
@@ -897,7 +907,7 @@ class ListenerConfig(Section):
         "in clear (RFC 9051 §6.2.3 LOGINDISABLED, RFC 4954 §4, RFC 2595 §6).",
     )
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if failed & {"protocol", "tls"}:
             return self
         raw_tls = raw.get("tls")
@@ -931,7 +941,7 @@ _DEVELOPMENT_LISTENERS: dict[str, dict[str, Any]] = {
 }
 
 
-def _development_listeners(ctx: _Context) -> dict[str, dict[str, Any]]:
+def _development_listeners(ctx: LoadContext) -> dict[str, dict[str, Any]]:
     return {name: dict(table) for name, table in _DEVELOPMENT_LISTENERS.items()}
 
 
@@ -957,7 +967,7 @@ class ServerConfig(Section):
         key="listener", default_doc="the development listeners on 127.0.0.1 (when no listener is configured)",
     )
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if not failed & {"max_connections", "max_connections_per_ip"} and (
                 self.max_connections_per_ip > self.max_connections):
             ctx.report((*path, "max_connections_per_ip"),
@@ -965,14 +975,14 @@ class ServerConfig(Section):
         _check_bind_conflicts(self.listeners, ctx, path)
         return self
 
-    def contribute(self, ctx: _Context) -> None:
+    def contribute(self, ctx: LoadContext) -> None:
         if isinstance(self.data_dir, str):
             ctx.data_dir = self.data_dir
         if isinstance(self.hostname, str):
             ctx.hostname = self.hostname
 
 
-def _check_bind_conflicts(listeners: Sequence[ListenerConfig], ctx: _Context, path: KeyPath) -> None:
+def _check_bind_conflicts(listeners: Sequence[ListenerConfig], ctx: LoadContext, path: KeyPath) -> None:
     """Two listeners on one address would fail at bind (EADDRINUSE); say so at validation instead.
 
     A wildcard address (0.0.0.0 or [::]) conflicts with every address of the same port and family,
@@ -1073,7 +1083,7 @@ class TLSConfig(Section):
         "Per-host-name certificates, one [tls.sni.\"HOSTNAME\"] table each (quote names with dots).",
         default_doc="none")
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if failed & {"certificate", "private_key", "self_signed", "sni"}:
             return self
         if (self.certificate is None) != (self.private_key is None):
@@ -1162,10 +1172,8 @@ class LoggingConfig(Section):
     path: str = option(LogPath(), "-", "Log file; \"-\" writes to standard output (journald, containers).")
 
     @property
-    def log_level(self) -> Any:
-        """The ``twisted.logger.LogLevel`` matching ``level``."""
-        from twisted.logger import LogLevel
-
+    def log_level(self) -> LogLevel:
+        """The ``twisted.logger.LogLevel`` matching ``level`` (the names are Twisted's own)."""
         return LogLevel.levelWithName(self.level)
 
 
@@ -1220,7 +1228,7 @@ class SMTPConfig(Section):
     rate_per_sender: int = option(
         Int(0, 1_000_000), 0, "Messages per minute one authenticated sender may submit; 0 = no limit.")
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if not failed & {"delay_notice_after", "queue_lifetime"} and (
                 self.delay_notice_after and self.delay_notice_after >= self.queue_lifetime):
             ctx.report((*path, "delay_notice_after"),
@@ -1315,7 +1323,7 @@ class AuthConfig(Section):
                                      "Argon2id memory for new hashes (RFC 9106 §4: 64 MiB).")
     argon2_parallelism: int = option(Int(1, 64), 4, "Argon2id lanes for new hashes (RFC 9106 §4: p=4).")
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if not failed & {"argon2_memory_cost", "argon2_parallelism"} and (
                 self.argon2_memory_cost < 8 * 1024 * self.argon2_parallelism):
             ctx.report((*path, "argon2_memory_cost"),
@@ -1351,7 +1359,7 @@ class Config(Section):
         """Where a generated self-signed certificate and key are kept (see ``tls.self_signed``)."""
         return os.path.join(self.server.data_dir, "tls")
 
-    def check(self, ctx: _Context, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if not failed & {"tls", "server"} and not self.tls.has_default_certificate:
             for listener in self.listeners:
                 for name, enabled in (("implicit", listener.tls.implicit), ("starttls", listener.tls.starttls)):
@@ -1367,14 +1375,14 @@ class Config(Section):
 
         Raises :class:`ConfigError` listing every problem.
         """
-        ctx = _Context(source=source, env=os.environ if env is None else env, cwd=os.getcwd())
+        ctx = LoadContext(source=source, env=os.environ if env is None else env, cwd=os.getcwd())
         config = _build(data, ctx)
         if ctx.issues:
             raise ctx.error()
         return config
 
 
-def _build(data: Mapping[str, Any], ctx: _Context) -> Config:
+def _build(data: Mapping[str, Any], ctx: LoadContext) -> Config:
     if not isinstance(data, Mapping):
         ctx.report((), f"expected a table at the top level, got {_describe(data)}")
         data = {}
@@ -1390,7 +1398,7 @@ _SUBSTITUTION = re.compile(r"%\{(.*?)\}%", re.DOTALL)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _substitute(value: Any, ctx: _Context, path: KeyPath) -> Any:
+def _substitute(value: Any, ctx: LoadContext, path: KeyPath) -> Any:
     """Expand ``%{env:...}%`` and ``%{file:...}%`` in every string of a TOML tree."""
     if isinstance(value, Mapping):
         return {key: _substitute(item, ctx, (*path, key)) for key, item in value.items()}
@@ -1413,7 +1421,7 @@ def _substitute(value: Any, ctx: _Context, path: KeyPath) -> Any:
     return _UNUSABLE if failed else _SubstitutedStr(result)
 
 
-def _expand_one(expression: str, ctx: _Context) -> str:
+def _expand_one(expression: str, ctx: LoadContext) -> str:
     scheme, colon, argument = expression.partition(":")
     if scheme == "env" and colon:
         name, has_default, default = argument.partition(":")
@@ -1451,13 +1459,15 @@ def _expand_one(expression: str, ctx: _Context) -> str:
 
 def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
     """Parse TOML text into a Config; ``source`` names it in error messages."""
-    ctx = _Context(source=source, env=os.environ if env is None else env, cwd=os.getcwd())
+    ctx = LoadContext(source=source, env=os.environ if env is None else env, cwd=os.getcwd())
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigIssue(source, "", f"not valid TOML: {exc}")]) from None
     except RecursionError:
         raise ConfigError([ConfigIssue(source, "", "not valid TOML: nested too deeply")]) from None
+    except ValueError as exc:  # an integer literal beyond Python's int() digit limit
+        raise ConfigError([ConfigIssue(source, "", f"not valid TOML: {exc}")]) from None
     config = _build(data, ctx)
     if ctx.issues:
         raise ctx.error()
@@ -1541,7 +1551,7 @@ def _doc_title(cls: type[Section]) -> str:
     return (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
 
 
-def _render_options(cls: type[Section], ctx: _Context, lines: list[str], prefix: str = "",
+def _render_options(cls: type[Section], ctx: LoadContext, lines: list[str], prefix: str = "",
                     explicit: Mapping[str, Any] | None = None) -> None:
     """Every scalar option of ``cls`` as doc comments plus ``# key = default`` (or a live line if explicit)."""
     explicit = explicit or {}
@@ -1562,7 +1572,7 @@ def _render_options(cls: type[Section], ctx: _Context, lines: list[str], prefix:
         lines.append("")
 
 
-def _render_section(cls: type[Section], path: str, ctx: _Context, lines: list[str],
+def _render_section(cls: type[Section], path: str, ctx: LoadContext, lines: list[str],
                     explicit: Mapping[str, Any] | None = None) -> None:
     lines.append(f"[{path}]")
     lines.extend(_comment(_doc_title(cls)))
@@ -1573,7 +1583,7 @@ def _render_section(cls: type[Section], path: str, ctx: _Context, lines: list[st
             _render_section(opt.kind.section, f"{path}.{opt.key or name}", ctx, lines)
 
 
-def _render_listeners(ctx: _Context, lines: list[str]) -> None:
+def _render_listeners(ctx: LoadContext, lines: list[str]) -> None:
     lines.append("# Listeners: one [server.listener.ID] table per socket set; ID is any name (used in logs).")
     lines.append("# Keys of a listener table:")
     documented: list[str] = []
@@ -1596,7 +1606,7 @@ def render_default_config(data_dir: str, hostname: str) -> str:
     """A complete, commented configuration file with every key and its default, as ``mailserve init``
     writes it. Only ``hostname``, ``data_dir`` and the listeners are live settings; every other key is
     shown commented out at its default, so the file parses back to the defaults."""
-    ctx = _Context(source="<render>", env={}, cwd=os.getcwd(), data_dir=data_dir, hostname=hostname)
+    ctx = LoadContext(source="<render>", env={}, cwd=os.getcwd(), data_dir=data_dir, hostname=hostname)
     lines = [
         "# mailserve configuration (TOML).",
         "#",

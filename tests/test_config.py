@@ -781,3 +781,17 @@ def test_many_listeners_with_many_addresses_validate_quickly() -> None:
     parts.append('[server.listener.clash]\nbind = "[::]:2001"\nprotocol = "smtp"\n')
     assert issues_of("".join(parts)) == [
         "test.toml:server.listener.clash.bind: address [::]:2001 overlaps 10.0.1.0:2001 of listener 'l1'"]
+
+
+@pytest.mark.parametrize("text", [
+    '[smtp]\nmax_message_size = "' + "9" * 5000 + 'MiB"\n',
+    '[smtp]\nmax_message_size = "' + "9" * 400 + '.5MiB"\n',
+    '[imap]\nidle_timeout = "' + "9" * 5000 + 's"\n',
+    '[imap]\nidle_timeout = "' + "1s" * 5000 + '"\n',
+    '[smtp]\nmax_recipients = "%{env:HUGE}%"\n',
+    "[smtp]\nmax_recipients = " + "9" * 5000 + "\n",
+    "[imap]\nidle_timeout = 1e308\n",
+    "[imap]\nidle_timeout = nan\n",
+])
+def test_absurd_numbers_are_errors_not_crashes(text: str) -> None:
+    assert len(issues_of(MINIMAL + text, env={"HUGE": "9" * 5000})) == 1
