@@ -80,20 +80,14 @@ class TantivySearchIndex:
         try:
             self._index = tantivy.Index(self._schema, path=self.path, reuse=True)
         except ValueError as error:
-            raise ValueError(
-                f"search index {self.path} cannot be opened ({error}); rebuild it"
-            ) from error
+            raise ValueError(f"search index {self.path} cannot be opened ({error}); rebuild it") from error
         # Searches see exactly what has been committed: the reader is reloaded by commit.
         self._index.config_reader(reload_policy="manual")
         try:
-            self._writer = self._index.writer(
-                heap_size=writer_memory_mb * 1_000_000, num_threads=writer_threads
-            )
+            self._writer = self._index.writer(heap_size=writer_memory_mb * 1_000_000, num_threads=writer_threads)
         except ValueError as error:
             if "lock" in str(error).lower():
-                raise SearchIndexLocked(
-                    f"search index {self.path} is already open elsewhere"
-                ) from error
+                raise SearchIndexLocked(f"search index {self.path} is already open elsewhere") from error
             raise
         self._writer_lock = threading.Lock()
         self._uncommitted = False
@@ -124,9 +118,7 @@ class TantivySearchIndex:
         """Delete the given messages of ``account`` (from the next commit on)."""
         self._check_open()
         check_id(account, "account")
-        keys = [
-            document_key(account, check_id(message, "message")) for message in messages
-        ]
+        keys = [document_key(account, check_id(message, "message")) for message in messages]
         with self._writer_lock:
             self._check_open()
             for key in keys:
@@ -140,9 +132,10 @@ class TantivySearchIndex:
             self._check_open()
             if not self._uncommitted:
                 return
-            self._writer.commit()
+            opstamp = self._writer.commit()
             self._uncommitted = False
             self._index.reload()
+            self.log.debug("Search index {path}: committed up to operation {opstamp}", path=self.path, opstamp=opstamp)
 
     def search(self, account: int, field: str, text: str) -> set:
         """Ids of the messages of ``account`` whose ``field`` holds every word of ``text``."""
@@ -153,10 +146,7 @@ class TantivySearchIndex:
         must = tantivy.Occur.Must
         clauses = [(must, tantivy.Query.term_query(self._schema, "account", account))]
         for term in query_terms(text):
-            alternatives = [
-                tantivy.Query.term_query(self._schema, name, term)
-                for name in fields_searched
-            ]
+            alternatives = [tantivy.Query.term_query(self._schema, name, term) for name in fields_searched]
             if len(alternatives) == 1:
                 clauses.append((must, alternatives[0]))
             else:
@@ -164,9 +154,7 @@ class TantivySearchIndex:
                 clauses.append(
                     (
                         must,
-                        tantivy.Query.boolean_query(
-                            [(should, query) for query in alternatives]
-                        ),
+                        tantivy.Query.boolean_query([(should, query) for query in alternatives]),
                     )
                 )
         query = tantivy.Query.boolean_query(clauses)
@@ -176,9 +164,7 @@ class TantivySearchIndex:
         count = searcher.search(query, limit=1, count=True).count
         if not count:
             return set()
-        hits = searcher.search(
-            query, limit=count, count=False, order_by_field="message"
-        ).hits
+        hits = searcher.search(query, limit=count, count=False, order_by_field="message").hits
         return {message for message, _address in hits}
 
     def close(self) -> None:

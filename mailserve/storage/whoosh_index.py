@@ -108,9 +108,7 @@ def index_terms(text: str) -> list[str]:
             terms[spaced[:MAX_WORD_CHARS]] = None
         else:
             terms.update(dict.fromkeys(unspaced))
-            terms.update(
-                dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1))
-            )
+            terms.update(dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1)))
     return list(terms)
 
 
@@ -123,9 +121,7 @@ def query_terms(text: str) -> list[str]:
     if not isinstance(text, str):
         raise TypeError(f"search text must be str, not {type(text).__name__}")
     if len(text) > MAX_QUERY_CHARS:
-        raise ValueError(
-            f"search text is {len(text)} characters long; at most {MAX_QUERY_CHARS} are allowed"
-        )
+        raise ValueError(f"search text is {len(text)} characters long; at most {MAX_QUERY_CHARS} are allowed")
     terms: dict[str, None] = {}
     for unspaced, spaced in _WORD.findall(fold_case(text)):
         if spaced:
@@ -133,13 +129,9 @@ def query_terms(text: str) -> list[str]:
         elif len(unspaced) == 1:
             terms[unspaced] = None
         else:
-            terms.update(
-                dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1))
-            )
+            terms.update(dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1)))
         if len(terms) > MAX_QUERY_TERMS:
-            raise ValueError(
-                f"search text has more than {MAX_QUERY_TERMS} distinct words"
-            )
+            raise ValueError(f"search text has more than {MAX_QUERY_TERMS} distinct words")
     return list(terms)
 
 
@@ -155,9 +147,7 @@ def check_id(value: object, what: str) -> int:
 def check_search_field(field: object) -> str:
     """``field`` if it can be searched (one of ``SEARCH_FIELDS`` or ``"text"``)."""
     if field != ALL_FIELDS and field not in SEARCH_FIELDS:
-        raise ValueError(
-            f"cannot search field {field!r}; expected one of {', '.join(SEARCH_FIELDS)} or text"
-        )
+        raise ValueError(f"cannot search field {field!r}; expected one of {', '.join(SEARCH_FIELDS)} or text")
     return field  # type: ignore[return-value]
 
 
@@ -189,21 +179,15 @@ def analyse_documents(
     index untouched.  When a batch holds the same message twice the last one wins, as
     if they had been added one after the other.
     """
-    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(
-        documents, Iterable
-    ):
+    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Iterable):
         raise TypeError("documents must be a list of dicts")
     analysed: dict[tuple[int, int], AnalysedDocument] = {}
     for position, document in enumerate(documents):
         if not isinstance(document, Mapping):
-            raise TypeError(
-                f"document {position} must be a dict, not {type(document).__name__}"
-            )
+            raise TypeError(f"document {position} must be a dict, not {type(document).__name__}")
         unknown = set(document) - _DOCUMENT_KEYS
         if unknown:
-            raise ValueError(
-                f"document {position} has unknown fields: {', '.join(sorted(map(str, unknown)))}"
-            )
+            raise ValueError(f"document {position} has unknown fields: {', '.join(sorted(map(str, unknown)))}")
         if "account" not in document or "message" not in document:
             raise ValueError(f"document {position} needs both 'account' and 'message'")
         account = check_id(document["account"], f"document {position}: account")
@@ -214,9 +198,7 @@ def analyse_documents(
             if value is None:
                 continue
             if not isinstance(value, str):
-                raise TypeError(
-                    f"document {position}: {field} must be str, not {type(value).__name__}"
-                )
+                raise TypeError(f"document {position}: {field} must be str, not {type(value).__name__}")
             words = index_terms(value)
             if words:
                 terms[field] = " ".join(words)
@@ -295,28 +277,20 @@ class WhooshSearchIndex:
 
     log = Logger()
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, writer_memory_mb: int = 128
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, writer_memory_mb: int = 128) -> None:
         self.path = os.fspath(path)
         self._writer_memory_mb = writer_memory_mb
         os.makedirs(self.path, exist_ok=True)
         self._storage = _DurableFileStorage(self.path)
-        self._write_lock = self._storage.lock(
-            f"{whoosh_index._DEF_INDEX_NAME}_WRITELOCK"
-        )
+        self._write_lock = self._storage.lock(f"{whoosh_index._DEF_INDEX_NAME}_WRITELOCK")
         if not self._write_lock.acquire(blocking=False):
-            raise SearchIndexLocked(
-                f"search index {self.path} is already open elsewhere"
-            )
+            raise SearchIndexLocked(f"search index {self.path} is already open elsewhere")
         try:
             if whoosh_index.exists(self._storage):
                 self._index = self._storage.open_index()
                 expected = set(_schema().names())
                 if set(self._index.schema.names()) != expected:
-                    raise ValueError(
-                        f"search index {self.path} has an unknown layout; rebuild it"
-                    )
+                    raise ValueError(f"search index {self.path} has an unknown layout; rebuild it")
             else:
                 self._index = self._storage.create_index(_schema())
             self._searcher, self._message_ids = self._open_snapshot()
@@ -353,9 +327,7 @@ class WhooshSearchIndex:
         """Record the given messages of ``account`` to be dropped by the next ``commit``."""
         self._check_open()
         check_id(account, "account")
-        keys = [
-            document_key(account, check_id(message, "message")) for message in messages
-        ]
+        keys = [document_key(account, check_id(message, "message")) for message in messages]
         with self._pending_lock:
             for key in keys:
                 self._pending[key] = None
@@ -381,6 +353,7 @@ class WhooshSearchIndex:
                     self._pending = pending
                 raise
             searcher, message_ids = self._open_snapshot()
+            self.log.debug("Search index {path}: committed {changes} changes", path=self.path, changes=len(pending))
             with self._searcher_lock:
                 previous, self._searcher, self._message_ids = (
                     self._searcher,
@@ -394,9 +367,7 @@ class WhooshSearchIndex:
         try:
             with writer.searcher() as committed:
                 for key in pending:
-                    for docnum in committed.docs_for_query(
-                        Term("key", key), for_deletion=True
-                    ):
+                    for docnum in committed.docs_for_query(Term("key", key), for_deletion=True):
                         writer.delete_document(docnum)
             for document in pending.values():
                 if document is not None:
@@ -422,16 +393,12 @@ class WhooshSearchIndex:
         clauses: list[Query] = [Term("account", str(account))]
         for term in query_terms(text):
             alternatives = [Term(name, term) for name in fields_searched]
-            clauses.append(
-                alternatives[0] if len(alternatives) == 1 else Or(alternatives)
-            )
+            clauses.append(alternatives[0] if len(alternatives) == 1 else Or(alternatives))
         query = And(clauses)
         with self._searcher_lock:
             self._check_open()
             message_ids = self._message_ids
-            return {
-                message_ids[docnum] for docnum in self._searcher.docs_for_query(query)
-            }
+            return {message_ids[docnum] for docnum in self._searcher.docs_for_query(query)}
 
     def close(self) -> None:
         """Release the index; changes not yet committed are discarded."""
