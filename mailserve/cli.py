@@ -197,14 +197,17 @@ def cmd_domain(args: argparse.Namespace) -> int:
                          ["DOMAIN", "CATCH-ALL", "DESCRIPTION"]))
         elif args.action == "show":
             domain = d.get_domain(args.name)
-            accounts = d.list_accounts(domain=domain.name)
+            accounts = d.list_accounts(domain=domain.name, kind="individual")
+            groups = d.list_accounts(domain=domain.name, kind="group")
             aliases = d.list_aliases(domain=domain.name)
             value = asdict(domain) | {"accounts": [a.name for a in accounts],
+                                      "groups": [g.name for g in groups],
                                       "aliases": [a.address for a in aliases]}
             _emit(args, value, "\n".join([
                 f"domain:    {domain.name}",
                 f"catch-all: {domain.catch_all or '-'}",
                 f"accounts:  {', '.join(a.name for a in accounts) or '-'}",
+                f"groups:    {', '.join(g.name for g in groups) or '-'}",
                 f"aliases:   {', '.join(a.address for a in aliases) or '-'}",
             ]))
         elif args.action == "remove":

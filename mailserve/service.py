@@ -252,7 +252,7 @@ class MailServer(MultiService):
         try:
             self.metadata.start()
             self._bootstrap_administrator()
-            self.addService(self.indexer)
+            self.indexer.setServiceParent(self)
             for listener in self.config.listeners:
                 builder = protocol_builder(listener.protocol)
                 if builder is None:
@@ -276,7 +276,7 @@ class MailServer(MultiService):
         password = ensure_administrator(sync)
         if password:
             self.initial_admin_password = password
-            self.log.warning("created administrator 'admin' (password shown once in the start banner)")
+            self.log.warn("created administrator 'admin' (password shown once in the start banner)")
 
     def privilegedStartService(self) -> None:
         self._open()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -175,7 +175,7 @@ class MailCore:
             self._in_thread(self._delete_blobs, released).addErrback(
                 lambda f: self.log.failure("releasing blobs failed", f)
             )
-        returnValue(result)
+        return result
 
     def _delete_blobs(self, blob_ids: list[str]) -> None:
         for blob_id in blob_ids:

@@ -333,12 +333,16 @@ class Directory:
         return Resolution(tuple(accounts), tuple(remote))
 
     def addresses_of(self, account_id: int) -> tuple[str, ...]:
-        """Addresses an account may send as: its own and every alias that reaches only it."""
+        """Addresses an account may send as: its own, and the aliases and groups that deliver to it."""
         account = self.get_account_by_id(account_id)
         own = list(account.addresses)
         for alias in self.list_aliases():
-            if self.resolve_recipient(alias.address).accounts == (account_id,):
+            if account_id in self.resolve_recipient(alias.address).accounts:
                 own.append(alias.address)
+        for group in self.list_accounts(kind=KIND_GROUP):
+            for address in group.addresses:
+                if account_id in self.resolve_recipient(address).accounts:
+                    own.append(address)
         return tuple(own)
 
     # -- authentication ---------------------------------------------------------------------

@@ -132,7 +132,7 @@ class CertificateStore:
             default = _Pair(os.path.join(directory, "self-signed.pem"), os.path.join(directory, "self-signed.key"))
             if not (os.path.exists(default.certificate) and os.path.exists(default.private_key)):
                 generate_self_signed(config.server.hostname, default.certificate, default.private_key)
-                log.warning(
+                log.warn(
                     "generated a self-signed certificate for {hostname} in {path}; configure "
                     "tls.certificate for clients to trust it",
                     hostname=config.server.hostname,

@@ -88,7 +88,8 @@ def test_resolution_aliases_subaddress_catch_all_groups(directory):
     assert directory.resolve_recipient("anything@example.test").accounts == (bob.id,)
     directory.set_enabled("bob", False)
     assert directory.resolve_recipient("bob@example.test").accounts == ()
-    assert directory.addresses_of(alice.id) == ("alice@example.test",)
+    assert directory.addresses_of(alice.id) == ("alice@example.test", "team@example.test", "staff@other.example")
+    assert directory.addresses_of(bob.id) == ("bob@example.test",)  # disabled: reached by nothing
 
 
 def test_remove_domain_refused_while_in_use(directory):
@@ -122,10 +123,18 @@ def test_unknown_user_costs_a_hash_check():
     """Unknown logins verify against a decoy hash: same work as a wrong password."""
     hashing = PasswordHashing(time_cost=1, memory_cost=1024)
     calls = []
-    real = hashing._hasher.verify
-    hashing._hasher.verify = lambda h, p: calls.append(h) or real(h, p)
+    real = hashing._hasher
+
+    class Recording:
+        def verify(self, stored, password):
+            calls.append(stored)
+            return real.verify(stored, password)
+
+    hashing._hasher = Recording()
     assert hashing.verify(None, "x") is False
     assert calls == [hashing._decoy]
+    good = real.hash("right")
+    assert hashing.verify(good, "right") is True and hashing.verify(good, "wrong") is False
 
 
 def test_throttle_window():

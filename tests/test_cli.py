@@ -1,0 +1,131 @@
+"""The ``mailserve`` command, run as a real subprocess against a real data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+FAST_AUTH = """
+[auth]
+argon2_time_cost = 1
+argon2_memory_cost = "64KiB"
+argon2_parallelism = 1
+"""
+
+
+def run(*args: str, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mailserve.cli", *args],
+        input=stdin, capture_output=True, text=True, cwd=cwd, timeout=60, check=False,
+    )
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "mailserve.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\nhostname = "mail.example.test"\n'
+                    f"[server.listener]\n{FAST_AUTH}")
+    return str(path)
+
+
+def ok(*args: str, **kw) -> str:
+    result = run(*args, **kw)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_domain_account_alias_round_trip(config):
+    c = ["--config", config]
+    assert "added domain example.test" in ok("domain", "add", "example.test", *c)
+    ok("account", "add", "alice", "-a", "alice@example.test", "--quota", "1GiB",
+       "--password-stdin", *c, stdin="a good password\n")
+    shown = json.loads(ok("account", "show", "alice", "--json", *c))
+    assert shown["addresses"] == ["alice@example.test"]
+    assert shown["quota"]["bytes_limit"] == 1 << 30
+    assert "password_hash" not in shown
+    listed = json.loads(ok("account", "list", "--json", *c))
+    assert [a["name"] for a in listed] == ["alice"]
+    ok("alias", "add", "postmaster@example.test", "alice@example.test", *c)
+    aliases = json.loads(ok("alias", "list", "--json", *c))
+    assert aliases == [{"address": "postmaster@example.test", "targets": ["alice@example.test"]}]
+    ok("group", "add", "team", "team@example.test", "alice@example.test", *c)
+    assert "team@example.test" in ok("group", "list", *c)
+    ok("account", "quota", "alice", "500MB", *c)
+    assert json.loads(ok("account", "show", "alice", "--json", *c))["quota_bytes"] == 500_000_000
+    ok("account", "passwd", "alice", "--password-stdin", *c, stdin="another password\n")
+    ok("account", "disable", "alice", *c)
+    assert json.loads(ok("account", "show", "alice", "--json", *c))["enabled"] is False
+    domain = json.loads(ok("domain", "show", "example.test", "--json", *c))
+    assert domain["accounts"] == ["alice"] and domain["aliases"] == ["postmaster@example.test"]
+    ok("alias", "remove", "postmaster@example.test", *c)
+    ok("account", "remove", "alice", *c)
+    assert json.loads(ok("account", "list", "--json", *c)) == []
+
+
+def test_clear_errors_and_nothing_changed(config):
+    c = ["--config", config]
+    ok("domain", "add", "example.test", *c)
+    dup = run("domain", "add", "example.test", *c)
+    assert dup.returncode == 1 and "domain already exists: example.test" in dup.stderr
+    unknown = run("account", "show", "nobody", *c)
+    assert unknown.returncode == 1 and "no such account: nobody" in unknown.stderr
+    other = run("account", "add", "bob", "-a", "bob@elsewhere.test", "--password-stdin", *c,
+                stdin="a good password\n")
+    assert other.returncode == 1 and "mailserve domain add elsewhere.test" in other.stderr
+    assert json.loads(ok("account", "list", "--json", *c)) == []
+    short = run("account", "add", "bob", "--password-stdin", *c, stdin="short\n")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    bad_size = run("account", "quota", "bob", "lots", *c)
+    assert bad_size.returncode == 2 and "try 500MB or 2GiB" in bad_size.stderr
+    in_use = run("domain", "remove", "example.test", *c)
+    assert in_use.returncode == 0  # no addresses yet
+    missing = run("account", "list", "--config", config + ".nope")
+    assert missing.returncode == 1 and "mailserve init" in missing.stderr
+
+
+def test_init_creates_config_data_and_admin(tmp_path):
+    out = ok("init", str(tmp_path / "site"), "--hostname", "mail.example.test")
+    assert "administrator: admin  password: " in out
+    password = out.split("password: ")[1].split()[0]
+    assert len(password) >= 16
+    config = tmp_path / "site" / "mailserve.toml"
+    assert config.exists() and (tmp_path / "site" / "data" / "metadata").is_dir()
+    assert ok("validate", "--config", str(config)).strip().endswith(": ok")
+    again = run("init", str(tmp_path / "site"))
+    assert again.returncode == 1 and "--force" in again.stderr
+    admin = json.loads(ok("account", "show", "admin", "--json", "--config", str(config)))
+    assert admin["role"] == "admin"
+
+
+def test_validate_reports_every_mistake(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        "[server]\nhostnme = \"x.example\"\nmax_connections = \"many\"\n"
+        "[server.listener.a]\nbind = \"127.0.0.1:99999\"\nprotocol = \"smtp\"\n"
+    )
+    result = run("validate", "--config", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith(f"{path}:") for line in lines)
+    text = "\n".join(lines)
+    assert "server.hostnme" in text and "did you mean 'hostname'" in text
+    assert "server.max_connections" in text
+    assert "server.listener.a.bind" in text
+
+
+def test_help_for_a_wrong_command():
+    result = run("acount", "list")
+    assert result.returncode == 2 and "invalid choice: 'acount'" in result.stderr
+
+
+@pytest.mark.parametrize("module", ["mailserve.cli"])
+def test_console_script_installed(module):
+    from shutil import which
+
+    exe = which("mailserve", path=os.path.dirname(sys.executable))
+    assert exe, "the mailserve console script is installed next to the interpreter"
