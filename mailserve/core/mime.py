@@ -30,6 +30,7 @@ import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_tz
 from typing import Any, NamedTuple
 
@@ -472,28 +473,34 @@ def _field(fields: dict[str, bytes], name: str) -> str | None:
 _TOKEN_END = re.compile(r'[\s;="()]')
 
 
+def _comment_end(text: str, pos: int) -> int:
+    """The index after the RFC 5322 comment opening at ``pos`` (comments nest, §3.2.2)."""
+    depth = 0
+    length = len(text)
+    while pos < length:
+        char = text[pos]
+        if char == "\\":
+            pos += 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return pos + 1
+        pos += 1
+    return length
+
+
 def _skip_cfws(text: str, pos: int) -> int:
-    """Skip whitespace and RFC 5322 comments (nested parentheses)."""
+    """Skip whitespace and comments (RFC 5322 §3.2.2 CFWS)."""
     length = len(text)
     while pos < length:
         char = text[pos]
         if char in " \t\r\n":
             pos += 1
         elif char == "(":
-            depth = 0
-            while pos < length:
-                char = text[pos]
-                if char == "\\":
-                    pos += 2
-                    continue
-                if char == "(":
-                    depth += 1
-                elif char == ")":
-                    depth -= 1
-                    if depth == 0:
-                        pos += 1
-                        break
-                pos += 1
+            pos = _comment_end(text, pos)
         else:
             break
     return pos
@@ -742,9 +749,9 @@ def _tokenize_addresses(text: str) -> list[tuple[int, str]]:
             value, pos = _read_quoted(text, pos)
             tokens.append((_QUOTED, value))
         elif char == "(":
-            end = _skip_cfws(text, pos)
-            tokens.append((_COMMENT, text[pos + 1:end - 1] if end - 1 > pos else ""))
-            pos = max(end, pos + 1)
+            end = _comment_end(text, pos)
+            tokens.append((_COMMENT, text[pos + 1:end - 1] if text[end - 1] == ")" else text[pos + 1:end]))
+            pos = end
         elif char == "[":
             close = text.find("]", pos)
             close = length if close < 0 else close + 1
@@ -928,11 +935,13 @@ def parse_date(value: str | None) -> int | None:
     if parsed is None:
         return None
     try:
-        year = parsed[0]
-        if not 1 <= year <= 9999:
+        year, month, day, hour, minute, second = parsed[:6]
+        # datetime validates every field; leap seconds (RFC 5322 allows 60) are clamped
+        moment = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+        offset = parsed[9] or 0
+        if abs(offset) > 99 * 3600 + 59 * 60:
             return None
-        timestamp = calendar.timegm(parsed[:6] + (0, 0, 0))  # type: ignore[arg-type]
-        return int(timestamp - (parsed[9] or 0))
+        return calendar.timegm(moment.timetuple()) - offset
     except (OverflowError, ValueError, TypeError):
         return None
 
@@ -1143,6 +1152,11 @@ def html_to_text(markup: str) -> str:
             out.append(markup[pos:])
             break
         out.append(markup[pos:lt])
+        following = markup[lt + 1:lt + 2]
+        if not (following.isalpha() or following in ("/", "!", "?")):
+            out.append("<")  # a bare "<" in text, not markup
+            pos = lt + 1
+            continue
         if markup.startswith("<!--", lt):
             close = markup.find("-->", lt + 4)
             pos = length if close < 0 else close + 3
