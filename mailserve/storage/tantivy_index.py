@@ -1,6 +1,6 @@
 """The full-text index on tantivy (a Rust search library, through its Python binding).
 
-Text is analysed into terms by the word rules in ``mailserve.storage.whoosh_index`` (the
+Text is analysed into terms by the word rules in ``mailserve.storage.search_terms`` (the
 one place they are written down, so every adapter matches the same messages); tantivy
 only sees ready-made terms, separated by spaces, and indexes them with its ``whitespace``
 tokenizer.  Queries are built from term queries, never parsed, so query syntax in user
@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserve.interfaces import SEARCH_FIELDS, ISearchIndex
-from mailserve.storage.whoosh_index import (
+from mailserve.storage.search_terms import (
     ALL_FIELDS,
     SearchIndexClosed,
     SearchIndexLocked,
