@@ -156,7 +156,11 @@ class Part:
 
     The remaining fields are those of an IMAP BODYSTRUCTURE (RFC 3501 §7.4.2).  A
     multipart whose body holds no delimiter at all gets one empty text/plain child at its
-    end, because IMAP cannot express a multipart without parts.
+    end, because IMAP cannot express a multipart without parts.  ``message`` is set for
+    message/rfc822 and message/global parts whose body is a message; it is None for one
+    that is transfer-encoded (RFC 2046 §5.2.1 forbids that, but it occurs), which IMAP
+    then describes as a basic body.  ``lines`` counts line breaks in the body, plus one
+    for a last line without one.
     """
 
     start: int
@@ -199,12 +203,21 @@ class Part:
 
     @property
     def filename(self) -> str | None:
-        """The file name from Content-Disposition, else from Content-Type ``name``."""
+        """The file name from Content-Disposition, else from Content-Type ``name``.
+
+        RFC 2231 encoding is already undone in ``params``; RFC 2047 encoded words, which
+        RFC 2047 §5 forbids in parameters but many senders use, are decoded here as mail
+        clients decode them.
+        """
+        name: str | None = None
         if self.disposition is not None:
             for key, value in self.disposition[1]:
                 if key == "filename":
-                    return value
-        return self.param("name")
+                    name = value
+                    break
+        if name is None:
+            name = self.param("name")
+        return None if name is None else decode_header_text(name)
 
     def walk(self) -> Iterator[Part]:
         """This part and every part below it, depth first, entering encapsulated messages."""
@@ -492,6 +505,29 @@ def _comment_end(text: str, pos: int) -> int:
     return length
 
 
+def _strip_comments(text: str) -> str:
+    """``text`` without its comments, in one linear pass (quoted strings kept as they are)."""
+    if "(" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    length = len(text)
+    while pos < length:
+        opening = text.find("(", pos)
+        quote = text.find('"', pos)
+        if 0 <= quote < opening or (opening < 0 and quote >= 0):
+            _, after = _read_quoted(text, quote)
+            out.append(text[pos:after])
+            pos = after
+            continue
+        if opening < 0:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:opening])
+        pos = _comment_end(text, opening)
+    return "".join(out)
+
+
 def _skip_cfws(text: str, pos: int) -> int:
     """Skip whitespace and comments (RFC 5322 §3.2.2 CFWS)."""
     length = len(text)
@@ -533,7 +569,7 @@ def _parse_parameterised(text: str) -> tuple[str, list[tuple[str, str, bool]]]:
     pos = _skip_cfws(text, 0)
     semicolon = text.find(";", pos)
     leading = text[pos:] if semicolon < 0 else text[pos:semicolon]
-    leading = re.sub(r"\([^)]*\)", "", leading).strip()
+    leading = _strip_comments(leading).strip()
     params: list[tuple[str, str, bool]] = []
     if semicolon < 0:
         return leading, params
@@ -591,7 +627,7 @@ def _decode_params(raw_params: list[tuple[str, str, bool]]) -> Params:
     extended: dict[str, str] = {}
     sections: dict[str, dict[int, tuple[str, bool]]] = {}
     order: list[str] = []
-    for name, value, quoted in raw_params:
+    for name, value, _quoted in raw_params:
         match = _SECTION.match(name)
         if match is not None:
             base, number, star = match.group(1), int(match.group(2)), bool(match.group(3))
@@ -600,7 +636,8 @@ def _decode_params(raw_params: list[tuple[str, str, bool]]) -> Params:
                 if base not in order:
                     order.append(base)
             if number < 1000:
-                sections[base].setdefault(number, (value, star and not quoted))
+                # RFC 2231 §4 forbids quoting an encoded section; senders do it anyway
+                sections[base].setdefault(number, (value, star))
         elif name.endswith("*"):
             base = name[:-1]
             if base not in order:
@@ -633,7 +670,7 @@ def _decode_2231_value(value: str) -> str:
         charset, _language, encoded = pieces
     else:
         charset, encoded = "", value
-    return _decode_bytes(_percent_decode(encoded), charset or "us-ascii")
+    return _decode_bytes(_percent_decode(encoded), charset or "utf-8")
 
 
 def _join_sections(sections: dict[int, tuple[str, bool]]) -> str:
@@ -699,7 +736,7 @@ def _language(fields: dict[str, bytes]) -> tuple[str, ...] | None:
     value = _field(fields, "content-language")
     if value is None:
         return None
-    value = re.sub(r"\([^)]*\)", "", value)
+    value = _strip_comments(value)
     tags = tuple(tag.strip() for tag in value.split(",") if tag.strip())
     return tags[:MAX_PARAMS] or None
 
@@ -709,7 +746,7 @@ def _encoding(fields: dict[str, bytes]) -> str:
     value = _field(fields, "content-transfer-encoding")
     if value is None:
         return "7BIT"
-    value = re.sub(r"\([^)]*\)", "", value).strip().strip('"').strip()
+    value = _strip_comments(value).strip().strip('"').strip()
     return value.upper() or "7BIT"
 
 
@@ -946,12 +983,11 @@ def parse_date(value: str | None) -> int | None:
         return None
 
 
-_SUBJ_TRAILER = re.compile(r"(?:\(fwd\)|[ \t])$", re.IGNORECASE)
 _BLOB = r"\[[^\[\]]*\][ \t]*"
 _SUBJ_LEADER = re.compile(
-    r"^(?:(?:" + _BLOB + r")*(?:re|fwd?)[ \t]*(?:" + _BLOB + r")?:|[ \t])", re.IGNORECASE
+    r"(?:(?:" + _BLOB + r")*(?:re|fwd?)[ \t]*(?:" + _BLOB + r")?:|[ \t])", re.IGNORECASE
 )
-_SUBJ_BLOB = re.compile("^" + _BLOB)
+_SUBJ_BLOB = re.compile(_BLOB)
 _WSP_RUN = re.compile(r"[ \t\r\n]+")
 
 
@@ -962,34 +998,41 @@ def base_subject(subject: str | None) -> str:
     (2) strip ``(fwd)`` and whitespace trailers, (3) strip ``Re:``/``Fw:``/``Fwd:``
     leaders with their blobs, (4) strip a leading ``[blob]`` unless nothing would be left,
     (5) repeat 3-4, (6) unwrap ``[fwd: ...]`` and go back to 2.
+
+    The text is never copied while stripping (start and end indices move instead), and a
+    run of blobs is removed at once, so a hostile subject costs linear time.
     """
     if not subject:
         return ""
-    text = _WSP_RUN.sub(" ", decode_header_text(subject))  # step 1
+    text = _WSP_RUN.sub(" ", decode_header_text(subject[:MAX_FIELD_VALUE]))  # step 1
+    start, end = 0, len(text)
     while True:
-        while True:  # step 2
-            stripped = _SUBJ_TRAILER.sub("", text)
-            if stripped == text:
+        while end > start:  # step 2
+            if text[end - 1] in " \t":
+                end -= 1
+            elif end - start >= 5 and text[end - 5:end].lower() == "(fwd)":
+                end -= 5
+            else:
                 break
-            text = stripped
-        while True:  # steps 3, 4, 5
-            changed = False
-            match = _SUBJ_LEADER.match(text)
-            while match is not None and match.end() > 0:
-                text = text[match.end():]
-                changed = True
-                match = _SUBJ_LEADER.match(text)
-            match = _SUBJ_BLOB.match(text)
-            if match is not None and text[match.end():].strip(" \t"):
-                text = text[match.end():]
-                changed = True
-            if not changed:
+        while start < end:  # step 3
+            match = _SUBJ_LEADER.match(text, start, end)
+            if match is None:
                 break
+            start = match.end()
+        # Step 4, repeated by step 5.  A leader failed here, and it would fail at every
+        # blob of the run that starts here too (it would have matched the whole run), so
+        # step 3 cannot apply again: remove the run's blobs one by one while something is
+        # left after each.
+        match = _SUBJ_BLOB.match(text, start, end)
+        while match is not None and match.end() < end:
+            start = match.end()
+            match = _SUBJ_BLOB.match(text, start, end)
         # step 6
-        if len(text) >= 6 and text[:5].lower() == "[fwd:" and text.endswith("]"):
-            text = text[5:-1]
+        if end - start >= 6 and text[start:start + 5].lower() == "[fwd:" and text[end - 1] == "]":
+            start += 5
+            end -= 1
             continue
-        return text
+        return text[start:end]
 
 
 # -------------------------------------------------------------------------------------

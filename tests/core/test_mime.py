@@ -820,3 +820,43 @@ def test_wire_round_trip_of_generated_messages(tree):
     packed = msgpack.packb(wire, use_bin_type=True)
     assert ParsedMessage.from_wire(msgpack.unpackb(packed, raw=False)) == parsed
     assert ParsedMessage.from_wire(msgpack.unpackb(packed, raw=False, use_list=False)) == parsed
+
+
+@pytest.mark.parametrize("raw", [
+    b"Subject: " + b"[a]" * 40_000 + b"\r\n\r\n",
+    b"Subject: x" + b" (fwd)" * 20_000 + b"\r\n\r\n",
+    b"Subject: " + b"[fwd:" * 20_000 + b"x" + b"]" * 20_000 + b"\r\n\r\n",
+    b"Subject: " + b"=?" * 60_000 + b"\r\n\r\n",
+    b"Content-Type: " + b"(" * 100_000 + b"\r\n\r\n",
+    b"Content-Type: text/plain; " + b"a=(" * 50_000 + b"\r\n\r\n",
+    b"Content-Language: " + b"(x" * 60_000 + b"\r\n\r\n",
+    b"From: " + b"<" * 100_000 + b"\r\n\r\n",
+    b"To: " + b"a:" * 60_000 + b"\r\n\r\n",
+    b"To: " + b"a," * 60_000 + b"\r\n\r\n",
+    b"References: " + b"<a" * 60_000 + b"\r\n\r\n",
+    b"X: y\r\n" * 200_000 + b"\r\n",
+    b"Content-Type: text/html\r\n\r\n" + b"<a " * 100_000,
+])
+def test_hostile_header_values_cost_linear_time(raw):
+    start = time.monotonic()
+    parsed = parse_message(raw)
+    assert time.monotonic() - start < 3
+    assert_well_formed(parsed.structure, 0, len(raw))
+
+
+def test_base_subject_of_hostile_subjects():
+    assert base_subject("[a]" * 40_000) == "[a]"
+    assert base_subject("[a]" * 40_000 + "x") == "x"
+    assert base_subject("[fwd:" * 20_000 + "x" + "]" * 20_000) == "x"
+    assert base_subject("İ (fwd)") == "İ", "lowercasing must not shift indices"
+
+
+def test_encoded_word_and_quoted_rfc2231_file_names():
+    raw = (b"Content-Type: multipart/mixed; boundary=f\r\n\r\n--f\r\n"
+           b"Content-Type: application/octet-stream; name=\"=?utf-8?b?w6l0w6kucGRm?=\"\r\n\r\nx\r\n"
+           b"--f\r\nContent-Disposition: attachment; filename*=\"utf-8''%C3%A9t%C3%A9.txt\"\r\n\r\ny\r\n"
+           b"--f--\r\n")
+    first, second = parse_message(raw).structure.parts
+    assert first.param("name") == "=?utf-8?b?w6l0w6kucGRm?=", "params keep what was sent"
+    assert first.filename == "été.pdf"
+    assert second.filename == "été.txt"
