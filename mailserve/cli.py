@@ -340,6 +340,45 @@ def cmd_group(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- DKIM keys and DNS records ------------------------------------------------------------------
+def cmd_dkim(args: argparse.Namespace) -> int:
+    from mailserve.mailauth.keystore import DKIMKeyStore
+
+    stores = _open(args)
+    keystore = DKIMKeyStore(stores.metadata)
+    try:
+        if args.action == "generate":
+            key = keystore.generate(args.domain, args.algorithm, args.selector)
+            _emit(args, key.public(), "\n".join([
+                f"generated {key.algorithm} key for {key.domain}, selector {key.selector}; publish:",
+                f"{key.record_name}. IN TXT \"{key.txt}\"",
+            ]))
+        elif args.action == "list":
+            found = keystore.list(args.domain)
+            _emit(args, [k.public() for k in found],
+                  _table([[k.domain, k.selector, k.algorithm] for k in found], ["DOMAIN", "SELECTOR", "ALGORITHM"]))
+        elif args.action == "remove":
+            keystore.remove(args.domain, args.selector)
+            _emit(args, {"removed": f"{args.selector}._domainkey.{args.domain}"},
+                  f"removed key {args.selector} of {args.domain}")
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    from mailserve.mailauth.keystore import DKIMKeyStore, dns_records
+
+    stores = _open(args)
+    try:
+        domain = stores.directory.get_domain(args.domain)
+        records = dns_records(domain.name, stores.config.server.hostname, DKIMKeyStore(stores.metadata).list(domain.name))
+    finally:
+        stores.close()
+    _emit(args, [asdict(r) for r in records], "\n".join(r.zone_line() for r in records))
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -432,6 +471,23 @@ def build_parser() -> argparse.ArgumentParser:
     x = gsub.add_parser("remove", parents=[common])
     x.add_argument("name")
     p.set_defaults(func=cmd_group)
+
+    p = sub.add_parser("dkim", help="manage DKIM signing keys")
+    ksub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    x = ksub.add_parser("generate", parents=[common], help="create a signing key and print its DNS record")
+    x.add_argument("domain")
+    x.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    x.add_argument("--selector", help="default: ms<YYYYMM>r (RSA) or ms<YYYYMM>e (Ed25519)")
+    x = ksub.add_parser("list", parents=[common])
+    x.add_argument("domain", nargs="?")
+    x = ksub.add_parser("remove", parents=[common])
+    x.add_argument("domain")
+    x.add_argument("selector")
+    p.set_defaults(func=cmd_dkim)
+
+    p = sub.add_parser("dns", parents=[common], help="print the DNS records a domain should publish")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_dns)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub, common)

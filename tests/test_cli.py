@@ -129,3 +129,26 @@ def test_console_script_installed(module):
 
     exe = which("mailserve", path=os.path.dirname(sys.executable))
     assert exe, "the mailserve console script is installed next to the interpreter"
+
+
+def test_dkim_generate_and_dns_records(config):
+    c = ["--config", config]
+    ok("domain", "add", "example.test", *c)
+    rsa = json.loads(ok("dkim", "generate", "example.test", "--selector", "s1", "--json", *c))
+    assert rsa["record_name"] == "s1._domainkey.example.test" and rsa["txt"].startswith("v=DKIM1; k=rsa; p=")
+    assert "private_key" not in rsa
+    ed = ok("dkim", "generate", "example.test", "--algorithm", "ed25519", *c)
+    assert "._domainkey.example.test. IN TXT \"v=DKIM1; k=ed25519; p=" in ed
+    dup = run("dkim", "generate", "example.test", "--selector", "s1", *c)
+    assert dup.returncode == 1 and "already has a key with selector s1" in dup.stderr
+    nodomain = run("dkim", "generate", "nowhere.test", *c)
+    assert nodomain.returncode == 1 and "mailserve domain add nowhere.test" in nodomain.stderr
+    zone = ok("dns", "example.test", *c)
+    assert "example.test. 3600 IN MX 10 mail.example.test." in zone
+    assert "example.test. 3600 IN TXT \"v=spf1 mx a:mail.example.test -all\"" in zone
+    assert "s1._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=rsa; p=" in zone
+    assert "_dmarc.example.test. 3600 IN TXT \"v=DMARC1; p=quarantine" in zone
+    records = json.loads(ok("dns", "example.test", "--json", *c))
+    assert sum(r["type"] == "TXT" and "_domainkey" in r["name"] for r in records) == 2
+    ok("dkim", "remove", "example.test", "s1", *c)
+    assert [k["selector"] for k in json.loads(ok("dkim", "list", "--json", *c))] != ["s1"]

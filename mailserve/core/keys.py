@@ -179,3 +179,61 @@ NEXT_ACCOUNT = b"dSaccount"
 
 # -- outbound queue --------------------------------------------------------------
 QUEUE_PREFIX = b"q"
+
+
+# -- DKIM signing keys (``mailserve.mailauth.keystore``) ---------------------------
+def dkim_key(domain: str, selector: str) -> bytes:
+    return b"dK" + domain.encode("utf-8") + b"\x00" + selector.encode("utf-8")
+
+
+def dkim_keys_prefix(domain: str | None = None) -> bytes:
+    return b"dK" + (domain.encode("utf-8") + b"\x00" if domain else b"")
+
+
+# -- spam filter (``mailserve.spam.store``) ----------------------------------------
+# Per-account Bayes data lives under the account's prefix, so deleting an account drops it:
+#   ``m`` acct ``Z`` ``t`` token-hash    Bayes token counts (spam u32, ham u32)
+#   ``m`` acct ``Z`` ``n`` ``spam|ham``  messages learned as spam / as ham (counter)
+#   ``m`` acct ``Z`` ``l`` digest        how one message was learned (to undo or skip relearning)
+# Server-wide data (the global Bayes database, greylisting, reputation) lives under ``s``:
+#   ``s`` ``B`` ``t``/``n``/``l`` ...    the global Bayes database, laid out as above
+#   ``s`` ``G`` hash(triplet)            greylisting record of a (client net, sender, recipient)
+#   ``s`` ``R`` kind ``:`` value         sender reputation of an IP network, domain or address
+def _spam_bayes(acct: int | None) -> bytes:
+    return b"sB" if acct is None else _account(acct, b"Z")
+
+
+def spam_token(acct: int | None, token_hash: bytes) -> bytes:
+    """Counts of one Bayes token (an 8-byte hash) in the global or an account's database."""
+    return _spam_bayes(acct) + b"t" + token_hash
+
+
+def spam_tokens_prefix(acct: int | None) -> bytes:
+    return _spam_bayes(acct) + b"t"
+
+
+def spam_learned_total(acct: int | None, is_spam: bool) -> bytes:
+    return _spam_bayes(acct) + b"n" + (b"spam" if is_spam else b"ham")
+
+
+def spam_learned_message(acct: int | None, digest: bytes) -> bytes:
+    return _spam_bayes(acct) + b"l" + digest
+
+
+def spam_learned_prefix(acct: int | None) -> bytes:
+    return _spam_bayes(acct) + b"l"
+
+
+SPAM_GREYLIST_PREFIX = b"sG"
+
+
+def spam_greylist(triplet_hash: bytes) -> bytes:
+    return SPAM_GREYLIST_PREFIX + triplet_hash
+
+
+SPAM_REPUTATION_PREFIX = b"sR"
+
+
+def spam_reputation(kind: str, value: str) -> bytes:
+    """Reputation of one sender identity: ``kind`` is ``ip``, ``domain`` or ``address``."""
+    return SPAM_REPUTATION_PREFIX + kind.encode("ascii") + b":" + value.encode("utf-8")
