@@ -31,7 +31,8 @@ def make_observer(logging_config: Any, stream: io.TextIOBase | None = None) -> I
         else:
             stream = open(logging_config.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     if logging_config.format == "json":
-        observer = jsonFileLogObserver(stream)
+        # One JSON object per line (not RFC 7464 record separators): what log collectors read.
+        observer = jsonFileLogObserver(stream, recordSeparator="")
     else:
         observer = textFileLogObserver(stream)
     level = LEVELS.get(str(logging_config.level).lower(), LogLevel.info)
