@@ -400,8 +400,6 @@ def _part_from_wire(obj: Any) -> Part:
 # Header blocks
 # -------------------------------------------------------------------------------------
 
-#: Field-name characters (RFC 5322 §3.6.8: printable US-ASCII except colon).
-_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _LINE_BREAKS = re.compile(r"\r?\n|\r")
 
@@ -420,58 +418,60 @@ def _header_text(value: bytes) -> str:
     return text.strip()
 
 
-def _scan_header(raw: bytes, start: int, end: int) -> tuple[int, dict[str, bytes]]:
-    """Find where the header block at ``start`` ends; collect its fields.
+#: Field lines and their continuation lines (RFC 5322 §2.2, §2.2.3), matched in one go.
+_HEADER_LINES = re.compile(
+    rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*"
+)
+#: A field line that ends the data without a line break.
+_LAST_FIELD_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*")
+#: The start of a field (never a continuation line, which begins with whitespace).
+_FIELD_START = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
 
-    Returns ``(body_start, fields)`` with ``fields`` mapping each lowercased field name to
-    the raw bytes of its first occurrence's value.  The block ends after the first empty
-    line (RFC 5322 §2.1).  A line that is neither a field nor a continuation also ends it,
-    and then belongs to the body (the "missing blank line" damage Python's parser and
-    Dovecot tolerate the same way).  Without either, the header runs to ``end``.
+
+def _scan_header(raw: bytes, start: int, end: int) -> tuple[int, int]:
+    """Find where the header block at ``start`` ends.
+
+    Returns ``(fields_end, body_start)``: the end of the last field line, and where the
+    body begins.  The block ends with the first empty line (RFC 5322 §2.1), which belongs
+    to neither.  A line that is neither a field nor a continuation also ends it and
+    starts the body -- the "missing blank line" damage that Python's parser and Dovecot
+    tolerate the same way.  Without either, the header runs to ``end``.  ``start`` must be
+    the start of a line.
+    """
+    stop = _HEADER_LINES.match(raw, start, end).end()
+    if stop >= end:
+        return end, end
+    if raw[stop] == 0x0A:
+        return stop, stop + 1
+    if raw.startswith(b"\r\n", stop, end):
+        return stop, stop + 2
+    if raw.find(b"\n", stop, end) < 0 and (
+        _LAST_FIELD_LINE.fullmatch(raw, stop, end)
+        or (stop > start and raw[stop] in (0x20, 0x09))
+    ):
+        return end, end  # a last field line without its line break
+    return stop, stop
+
+
+def _header_fields(raw: bytes, start: int, end: int) -> dict[str, bytes]:
+    """The fields of the header lines in ``raw[start:end]``, first occurrence of each.
+
+    Maps the lowercased field name to the raw value bytes (folding included).  At most
+    ``MAX_FIELDS`` fields are looked at.
     """
     fields: dict[str, bytes] = {}
-    pos = start
-    current: str | None = None
+    name: str | None = None
     value_start = 0
-    count = 0
-    while pos < end:
-        newline = raw.find(b"\n", pos, end)
-        line_end = end if newline < 0 else newline
-        next_pos = end if newline < 0 else newline + 1
-        content_end = line_end - 1 if line_end > pos and raw[line_end - 1] == 0x0D else line_end
-        if content_end == pos and newline >= 0:
-            # the empty line: the header block ends after it
-            if current is not None:
-                fields.setdefault(current, raw[value_start:pos])
-            return next_pos, fields
-        first = raw[pos]
-        if first in (0x20, 0x09) and current is not None:
-            pos = next_pos  # continuation of the current field
-            continue
-        colon = raw.find(b":", pos, content_end)
-        if colon <= pos or not _FIELD_NAME.fullmatch(raw, pos, _rstrip_wsp(raw, pos, colon)):
-            # not a header line: the header ended without its empty line
-            if current is not None:
-                fields.setdefault(current, raw[value_start:pos])
-            return pos, fields
-        if current is not None:
-            fields.setdefault(current, raw[value_start:pos])
-        count += 1
-        if count > MAX_FIELDS:
-            current = None
-        else:
-            current = raw[pos:_rstrip_wsp(raw, pos, colon)].decode("ascii").lower()
-        value_start = colon + 1
-        pos = next_pos
-    if current is not None:
-        fields.setdefault(current, raw[value_start:end])
-    return end, fields
-
-
-def _rstrip_wsp(raw: bytes, lower: int, upper: int) -> int:
-    while upper > lower and raw[upper - 1] in (0x20, 0x09):
-        upper -= 1
-    return upper
+    for count, match in enumerate(_FIELD_START.finditer(raw, start, end)):
+        if name is not None and name not in fields:
+            fields[name] = raw[value_start:match.start()]
+        if count >= MAX_FIELDS:
+            return fields
+        name = match.group(1).decode("ascii").lower()
+        value_start = match.end()
+    if name is not None and name not in fields:
+        fields[name] = raw[value_start:end]
+    return fields
 
 
 def _field(fields: dict[str, bytes], name: str) -> str | None:
@@ -1346,18 +1346,123 @@ def _count_lines(raw: bytes, start: int, end: int) -> int:
     return lines
 
 
+class _Delimiter(NamedTuple):
+    """A boundary delimiter line found in the message."""
+
+    line_start: int
+    next_line: int
+    level: int  # the depth of the multipart whose boundary it is
+    is_close: bool
+
+
+#: Whitespace allowed after a delimiter (RFC 2046 §5.1.1 transport padding), bounded.
+_MAX_PADDING = 1024
+
+Boundaries = dict[bytes, int]
+
+
 class _StructureScanner:
-    """One parse of one message; holds the raw bytes and the part budget."""
+    """One parse of one message: a single forward pass with a stack of open boundaries.
+
+    Every multipart pushes its boundary; a delimiter line is attributed to the innermost
+    open multipart with that boundary, so a nested multipart that reuses its parent's
+    boundary (old Outlook Express does) still gets its own parts, as in Dovecot.  A
+    delimiter of an outer multipart ends every entity inside it, which handles missing
+    close delimiters.  Each byte is looked at about once.
+    """
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
+        self.size = len(raw)
         self.parts_left = MAX_PARTS
+        self.longest_boundary = 0
 
-    def entity(self, start: int, end: int, depth: int,
-               default: tuple[str, str] = ("text", "plain")) -> tuple[Part, dict[str, bytes]]:
-        """Parse the entity (header + body) in ``raw[start:end]``; also return its fields."""
+    # -- delimiters --------------------------------------------------------------------
+    def delimiter_at(self, line_start: int, boundaries: Boundaries) -> _Delimiter | None:
+        """The delimiter on the line at ``line_start``, if it is one (RFC 2046 §5.1.1).
+
+        ``--boundary`` followed only by whitespace, or ``--boundary--`` (close), also
+        followed only by whitespace; ``--boundaryX`` is not a delimiter of ``boundary``.
+        """
         raw = self.raw
-        body_start, fields = _scan_header(raw, start, end)
+        newline = raw.find(b"\n", line_start, line_start + self.longest_boundary + _MAX_PADDING)
+        if newline < 0:
+            if self.size - line_start > self.longest_boundary + _MAX_PADDING:
+                return None
+            line_end = next_line = self.size
+        else:
+            line_end, next_line = newline, newline + 1
+        token = raw[line_start + 2:line_end].rstrip(b" \t\r")
+        level = boundaries.get(token)
+        if level is not None:
+            return _Delimiter(line_start, next_line, level, False)
+        if token.endswith(b"--"):
+            level = boundaries.get(token[:-2])
+            if level is not None:
+                return _Delimiter(line_start, next_line, level, True)
+        return None
+
+    def next_delimiter(self, pos: int, boundaries: Boundaries) -> _Delimiter | None:
+        """The first delimiter of any open boundary on a line at or after ``pos``."""
+        if not boundaries:
+            return None
+        raw = self.raw
+        if raw.startswith(b"--", pos):
+            found = self.delimiter_at(pos, boundaries)
+            if found is not None:
+                return found
+        while True:
+            candidate = raw.find(b"\n--", pos)
+            if candidate < 0:
+                return None
+            found = self.delimiter_at(candidate + 1, boundaries)
+            if found is not None:
+                return found
+            pos = candidate + 1
+
+    def end_before(self, stop: _Delimiter | None, lower: int) -> int:
+        """Where an entity ends: before the line break that precedes ``stop``.
+
+        RFC 2046 §5.1.1: that line break is conceptually part of the delimiter.
+        """
+        if stop is None:
+            return self.size
+        end = stop.line_start
+        if end > lower and self.raw[end - 1] == 0x0A:
+            end -= 1
+            if end > lower and self.raw[end - 1] == 0x0D:
+                end -= 1
+        return end
+
+    # -- entities ------------------------------------------------------------------------
+    def header(self, start: int, boundaries: Boundaries) -> tuple[int, dict[str, bytes]]:
+        """``(body_start, fields)`` of the header block at ``start``.
+
+        A delimiter line ends the header too (a boundary may contain a colon, so such a
+        line can look like a field).
+        """
+        raw = self.raw
+        fields_end, body_start = _scan_header(raw, start, self.size)
+        if boundaries and fields_end > start:
+            line_start = start
+            if not raw.startswith(b"--", start):
+                newline = raw.find(b"\n--", start, fields_end)
+                line_start = fields_end if newline < 0 else newline + 1
+            while line_start < fields_end:
+                if self.delimiter_at(line_start, boundaries) is not None:
+                    fields_end = body_start = line_start
+                    break
+                newline = raw.find(b"\n--", line_start, fields_end)
+                line_start = fields_end if newline < 0 else newline + 1
+        return body_start, _header_fields(raw, start, fields_end)
+
+    def entity(self, start: int, boundaries: Boundaries, depth: int,
+               default: tuple[str, str] = ("text", "plain"),
+               ) -> tuple[Part, dict[str, bytes], _Delimiter | None]:
+        """Parse the entity at ``start``; return it, its header fields, and the delimiter
+        that ended it (None at the end of the message)."""
+        raw = self.raw
+        body_start, fields = self.header(start, boundaries)
         type_, subtype, params, _valid = _content_type(fields, default)
         encoding = _encoding(fields)
         children: tuple[Part, ...] = ()
@@ -1369,19 +1474,23 @@ class _StructureScanner:
                 type_, subtype, params = "application", "octet-stream", ()
             else:  # RFC 2046 §5.1.1 requires a boundary; treat as text, as Dovecot does
                 type_, subtype, params = "text", "plain", (("charset", "us-ascii"),)
-        elif type_ == "message" and subtype in ("rfc822", "global"):
-            if depth >= MAX_DEPTH or encoding not in ("7BIT", "8BIT", "BINARY"):
-                if depth >= MAX_DEPTH:
-                    type_, subtype, params = "application", "octet-stream", ()
-            else:
-                inner, inner_fields = self.entity(body_start, end, depth + 1)
-                message = EncapsulatedMessage(_envelope(inner_fields), inner)
+        elif type_ == "message" and subtype in ("rfc822", "global") and depth >= MAX_DEPTH:
+            type_, subtype, params = "application", "octet-stream", ()
 
         if type_ == "multipart":
             child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
-            children = self.multipart_children(
-                boundary.encode("utf-8", "surrogateescape"), body_start, end, depth, child_default
+            children, end, stop = self.multipart(
+                boundary.encode("utf-8", "surrogateescape"), body_start, boundaries, depth,
+                child_default,
             )
+        elif (type_ == "message" and subtype in ("rfc822", "global")
+              and encoding in ("7BIT", "8BIT", "BINARY")):
+            inner, inner_fields, stop = self.entity(body_start, boundaries, depth + 1)
+            end = inner.end
+            message = EncapsulatedMessage(_envelope(inner_fields), inner)
+        else:
+            stop = self.next_delimiter(body_start, boundaries)
+            end = self.end_before(stop, body_start)
 
         part = Part(
             start=start,
@@ -1402,64 +1511,34 @@ class _StructureScanner:
             parts=children,
             message=message,
         )
-        return part, fields
+        return part, fields, stop
 
-    def delimiters(self, boundary: bytes, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
-        """Delimiter lines ``--boundary`` in ``raw[start:end]`` (RFC 2046 §5.1.1).
-
-        Yields ``(line_start, next_line_start, is_close)``.  A delimiter must begin a line
-        and be followed only by whitespace (transport padding), or by ``--`` for the
-        close delimiter; ``--boundaryX`` is not a delimiter of ``boundary``.
-        """
-        raw = self.raw
-        marker = b"--" + boundary
-        pos = start
-        while True:
-            found = raw.find(marker, pos, end)
-            if found < 0:
-                return
-            after = found + len(marker)
-            newline = raw.find(b"\n", after, end)
-            line_end = end if newline < 0 else newline
-            next_line = end if newline < 0 else newline + 1
-            if found == start or raw[found - 1] == 0x0A:
-                rest = raw[after:line_end]
-                if rest.startswith(b"--"):
-                    yield found, next_line, True
-                    return
-                if not rest.strip(b" \t\r"):
-                    yield found, next_line, False
-            pos = after
-
-    def multipart_children(self, boundary: bytes, body_start: int, end: int, depth: int,
-                           default: tuple[str, str]) -> tuple[Part, ...]:
-        raw = self.raw
-        spans: list[tuple[int, int]] = []
-        part_start: int | None = None
-        for line_start, next_line, is_close in self.delimiters(boundary, body_start, end):
-            if part_start is not None:
-                part_end = line_start
-                if part_end > part_start and raw[part_end - 1] == 0x0A:
-                    part_end -= 1
-                    if part_end > part_start and raw[part_end - 1] == 0x0D:
-                        part_end -= 1
-                spans.append((part_start, max(part_start, part_end)))
-                part_start = None
-            if is_close:
-                break
+    def multipart(self, boundary: bytes, body_start: int, outer: Boundaries, depth: int,
+                  default: tuple[str, str],
+                  ) -> tuple[tuple[Part, ...], int, _Delimiter | None]:
+        """The parts of a multipart body (RFC 2046 §5.1.1); also its end and stop."""
+        self.longest_boundary = max(self.longest_boundary, len(boundary))
+        boundaries = {**outer, boundary: depth}
+        children: list[Part] = []
+        found = self.next_delimiter(body_start, boundaries)
+        # the preamble runs up to the first delimiter
+        while found is not None and found.level == depth and not found.is_close:
             if self.parts_left <= 0:
-                # budget spent: no more delimiters; the rest stays in the last part
-                if spans:
-                    spans[-1] = (spans[-1][0], end)
-                break
+                break  # budget spent: the rest stays unparsed in this multipart's body
             self.parts_left -= 1
-            part_start = next_line
-        if part_start is not None:  # no close delimiter: the last part runs to the end
-            spans.append((part_start, end))
-        if not spans:
-            return (Part(start=end, body_start=end, end=end,
-                         params=(("charset", "us-ascii"),)),)
-        return tuple(self.entity(s, e, depth + 1, default)[0] for s, e in spans)
+            child, _fields, found = self.entity(found.next_line, boundaries, depth + 1, default)
+            children.append(child)
+        if found is not None and found.level == depth:
+            # after the close delimiter (or past the budget): the epilogue, up to the next
+            # delimiter of an enclosing multipart
+            stop = self.next_delimiter(found.next_line, outer)
+        else:
+            stop = found  # an enclosing multipart's delimiter, or the end: no close
+        end = self.end_before(stop, body_start)
+        if not children:
+            children.append(Part(start=end, body_start=end, end=end,
+                                 params=(("charset", "us-ascii"),)))
+        return tuple(children), end, stop
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -1471,7 +1550,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     """
     raw = bytes(raw)
     scanner = _StructureScanner(raw)
-    structure, fields = scanner.entity(0, len(raw), 0)
+    structure, fields, _ = scanner.entity(0, {}, 0)
     envelope = _envelope(fields)
     return ParsedMessage(
         structure=structure,

@@ -199,6 +199,21 @@ class TestMultipart:
         assert parsed.preview == "Please find the report attached."
         assert parsed.sent_date == 1704301200
 
+    def test_nested_multipart_reusing_its_parents_boundary(self):
+        # the innermost open multipart claims a delimiter, as Dovecot does
+        raw, parsed = load("same-boundary.eml")
+        top = parsed.structure
+        assert [(p.type, p.subtype) for p in top.parts] == [
+            ("multipart", "alternative"), ("image", "gif"),
+        ]
+        plain, markup = top.parts[0].parts
+        assert body(raw, plain) == b"Plain text."
+        assert body(raw, markup) == b"<p>HTML text.</p>"
+        # the inner multipart's epilogue runs up to the outer delimiter
+        assert body(raw, top.parts[0]).endswith(b"--SAME--\r\n\r\ninner epilogue\r\n")
+        assert body(raw, top.parts[1]) == b"R0lGODlhAQABAAAAACw="
+        assert parsed.has_attachment is True
+
     def test_missing_final_boundary(self):
         raw, parsed = load("missing-final-boundary.eml")
         first, second = parsed.structure.parts
@@ -604,7 +619,8 @@ def test_part_count_is_capped():
     assert time.monotonic() - start < 10
     assert len(parsed.structure.parts) == MAX_PARTS
     last = parsed.structure.parts[-1]
-    assert last.end == len(raw), "the rest stays in the last part"
+    assert raw[last.end:last.end + 7] == b"\r\n--p\r\n", "the rest is left unparsed"
+    assert parsed.structure.end == len(raw)
     assert_well_formed(parsed.structure, 0, len(raw))
 
 
