@@ -876,3 +876,25 @@ def test_encoded_word_and_quoted_rfc2231_file_names():
     assert first.param("name") == "=?utf-8?b?w6l0w6kucGRm?=", "params keep what was sent"
     assert first.filename == "été.pdf"
     assert second.filename == "été.txt"
+
+
+def test_delimiter_that_looks_like_a_header_field_ends_the_header():
+    # a boundary may contain ":", so "--a:b" can look like a field line
+    raw = (b"Content-Type: multipart/mixed; boundary=\"a:b\"\r\n\r\n--a:b\r\n"
+           b"Content-Type: text/html\r\n--a:b\r\n\r\nsecond\r\n--a:b--\r\n")
+    first, second = parse_message(raw).structure.parts
+    assert (first.subtype, first.body_size) == ("html", 0)
+    assert header(raw, first) == b"Content-Type: text/html\r\n"
+    assert body(raw, second) == b"second"
+
+
+def test_deep_stack_with_many_dash_lines_stays_linear():
+    levels = MAX_DEPTH - 1
+    raw = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(levels)
+    ) + b"\r\n" + b"--not-a-boundary\r\n" * 200_000
+    start = time.monotonic()
+    parsed = parse_message(raw)
+    assert time.monotonic() - start < 5
+    assert max_depth(parsed.structure) == levels + 1
+    assert_well_formed(parsed.structure, 0, len(raw))
