@@ -1,0 +1,150 @@
+"""Protocol factories for the ``smtp`` (MX) and ``submission`` listeners.
+
+``build_mx`` and ``build_submission`` are the builders ``mailserve.service.PROTOCOLS`` names:
+each takes the assembled server and one listener's configuration and returns the factory
+that listener serves.  The factory holds what every session of the listener shares: the
+settings, connection counts, rate limits, the delivery pipeline, local delivery and the
+outbound queue; the session (``mailserve.smtp.server``) holds only per-connection state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from mailserve.smtp.delivery import LocalDelivery
+from mailserve.smtp.dsn import RecipientReport
+from mailserve.smtp.limits import ConnectionLimits, RateLimiter
+from mailserve.smtp.pipeline import DeliveryContext, DeliveryPipeline, Envelope, Reply
+from mailserve.smtp.server import AcceptedRecipient, SessionSettings, SMTPSession, recipients_for_pipeline
+
+__all__ = ["SMTPFactory", "build_mx", "build_submission"]
+
+
+class SMTPFactory(ServerFactory):
+    """Builds ``SMTPSession`` objects and does the part of message acceptance they share."""
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        core: Any,
+        directory: Any,
+        queue: Any = None,
+        tls_context: Any = None,
+        pipeline: DeliveryPipeline | None = None,
+        max_connections: int = 1000,
+        max_connections_per_ip: int = 50,
+        rate_per_ip: int = 0,
+        rate_per_sender: int = 0,
+        quota_full_permanent: bool = False,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.core = core
+        self.directory = directory
+        self.queue = queue
+        #: A no-argument callable returning the TLS context factory (``None``: no TLS).
+        self.tls_context = tls_context
+        self.pipeline = pipeline or DeliveryPipeline()
+        self.delivery = LocalDelivery(core, quota_full_permanent)
+        self.connections = ConnectionLimits(max_connections, max_connections_per_ip)
+        self.ip_rate = RateLimiter(rate_per_ip, 60.0, clock)
+        self.sender_rate = RateLimiter(rate_per_sender, 60.0, clock)
+
+    def buildProtocol(self, addr: Any) -> SMTPSession:
+        session = SMTPSession(self)
+        session.factory = self
+        return session
+
+    async def accept_message(self, envelope: Envelope, recipients: list[AcceptedRecipient], message: bytes) -> Reply:
+        """Deliver locally and queue remotely; the reply for the end of DATA/BDAT.
+
+        Fires only once every copy is durable.  When some local copies fail after others were
+        stored, the client gets 250 (the message is ours now) and the sender a DSN for the
+        failed recipients (RFC 3461 §5.2.3), as Postfix does; when all fail, the client gets
+        the failure instead and nothing is stored.
+        """
+        contexts = recipients_for_pipeline(recipients)
+        remote = [(address, r.notify, r.orcpt) for r in recipients for address in r.remote]
+        outcomes = []
+        if contexts:
+            context = DeliveryContext(envelope, message, contexts)
+            await self.pipeline.run(context)
+            outcomes = await self.delivery.deliver(context)
+        failed = [o for o in outcomes if o.failure is not None]
+        if failed and len(failed) == len(outcomes) and not remote:
+            temporary = [o.failure for o in failed if not o.failure.permanent]
+            return temporary[0] if temporary else failed[0].failure
+        if remote:
+            await self.queue.enqueue(envelope.mail_from, remote, message, envid=envelope.envid,
+                                     ret=envelope.ret, smtputf8=envelope.smtputf8, body=envelope.body)
+        reports = []
+        for outcome in outcomes:
+            recipient = outcome.recipient
+            if outcome.failure is not None and _wants(recipient.notify, "FAILURE"):
+                failure = outcome.failure
+                reports.append(RecipientReport(recipient.address, "failed", failure.status,
+                                               f"smtp; {failure.code} {failure.status} {failure.text}",
+                                               original_recipient=recipient.orcpt))
+            elif outcome.failure is None and "SUCCESS" in recipient.notify:
+                reports.append(RecipientReport(recipient.address, "delivered", "2.0.0",
+                                               original_recipient=recipient.orcpt))
+        if reports and envelope.mail_from and self.queue is not None:
+            await self.queue.report(envelope.mail_from, reports, message, envid=envelope.envid,
+                                    ret=envelope.ret, arrival=envelope.received_at)
+        return Reply(250, "2.0.0", f"Ok: queued as {envelope.queue_id}")
+
+
+def _wants(notify: tuple[str, ...], kind: str) -> bool:
+    """RFC 3461 §4.1: without NOTIFY, failures (and delays) are reported; NEVER reports nothing."""
+    return kind in notify if notify else kind in ("FAILURE", "DELAY")
+
+
+def _build(server: Any, listener: Any, submission: bool) -> SMTPFactory:
+    config = server.config
+    smtp = config.smtp
+    settings = SessionSettings(
+        hostname=config.server.hostname,
+        submission=submission,
+        implicit_tls=listener.tls.implicit,
+        starttls=listener.tls.starttls,
+        allow_plaintext_auth=listener.allow_plaintext_auth,
+        max_message_size=smtp.max_message_size,
+        max_recipients=smtp.max_recipients,
+        max_line_length=smtp.max_line_length,
+        max_command_length=smtp.max_command_length,
+        command_timeout=smtp.command_timeout,
+        data_timeout=smtp.data_timeout,
+        max_errors=smtp.max_errors,
+        max_received=smtp.max_received_headers,
+    )
+    tls_context = server.tls_context_factory if (listener.tls.starttls or listener.tls.implicit) else None
+    return SMTPFactory(
+        settings,
+        server.core,
+        server.directory,
+        queue=getattr(server, "outbound_queue", None),
+        tls_context=tls_context,
+        pipeline=getattr(server, "delivery_pipeline", None),
+        max_connections=config.server.max_connections,
+        max_connections_per_ip=config.server.max_connections_per_ip,
+        rate_per_ip=smtp.rate_per_ip,
+        rate_per_sender=smtp.rate_per_sender,
+        quota_full_permanent=smtp.quota_full_permanent,
+    )
+
+
+def build_mx(server: Any, listener: Any) -> SMTPFactory:
+    """The MX listener: mail for local domains from anyone, relaying only after AUTH."""
+    return _build(server, listener, submission=False)
+
+
+def build_submission(server: Any, listener: Any) -> SMTPFactory:
+    """The submission listener (RFC 6409, RFC 8314): AUTH before MAIL, sender checked."""
+    return _build(server, listener, submission=True)
