@@ -180,6 +180,31 @@ NEXT_ACCOUNT = b"dSaccount"
 # -- outbound queue --------------------------------------------------------------
 QUEUE_PREFIX = b"q"
 
+#: ``qE`` id -> queued message (``mailserve.smtp.queue.QueueEntry``): envelope, blob, per-recipient status.
+QUEUE_ENTRIES_PREFIX = b"qE"
+#: ``qT`` due-time(ms) id -> b"": the schedule, scanned in time order for entries due now.
+QUEUE_SCHEDULE_PREFIX = b"qT"
+#: Counter of queue entry ids.
+QUEUE_NEXT_ID = b"qSid"
+
+
+def queue_entry(entry_id: int) -> bytes:
+    return QUEUE_ENTRIES_PREFIX + U64.pack(entry_id)
+
+
+def queue_entry_id(key: bytes) -> int:
+    return U64.unpack_from(key, len(QUEUE_ENTRIES_PREFIX))[0]
+
+
+def queue_schedule(due_ms: int, entry_id: int) -> bytes:
+    return QUEUE_SCHEDULE_PREFIX + U64.pack(max(0, due_ms)) + U64.pack(entry_id)
+
+
+def queue_schedule_parts(key: bytes) -> tuple[int, int]:
+    """``(due_ms, entry_id)`` of a schedule key."""
+    start = len(QUEUE_SCHEDULE_PREFIX)
+    return U64.unpack_from(key, start)[0], U64.unpack_from(key, start + 8)[0]
+
 
 # -- DKIM signing keys (``mailserve.mailauth.keystore``) ---------------------------
 def dkim_key(domain: str, selector: str) -> bytes:

@@ -395,8 +395,8 @@ async def test_loop_detection_by_received_count(server):
 @pytest_twisted.ensureDeferred
 async def test_pipelined_transaction(server):
     lines = await raw_session(server, [
-        b"EHLO x.test\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<no@example.test>\r\n"
-        b"DATA\r\n",
+        (b"EHLO x.test\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<no@example.test>\r\n"
+         b"DATA\r\n"),
         b"Subject: pipelined\r\n\r\n..leading dot\r\n.\r\nQUIT\r\n",
     ])
     codes = [line[:3] for line in lines if line[:3].isdigit() and line[3:4] == " "]
