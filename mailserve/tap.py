@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from twisted.python import usage
@@ -41,7 +42,25 @@ class _TwistdMailServer(MailServer):
         super().startService()
         from mailserve.runner import banner
 
+        # twistd starts services before the reactor runs and installs its signal handlers.
+        self.reactor.callWhenRunning(self._stop_cleanly_on_signals)
         print(banner(self), flush=True)
+
+    def _stop_cleanly_on_signals(self) -> None:
+        """SIGTERM and SIGINT stop the server and exit 0, as a service manager expects.
+
+        twistd's own handlers make the process re-raise the signal after a clean shutdown
+        (exit status "killed by SIGTERM"), which systemd and init scripts report as a failure.
+        Called once the reactor runs, so these replace the reactor's handlers.
+        """
+        reactor = self.reactor
+
+        def stop(signum: int, frame: object) -> None:
+            self.log.info("received {signal}, shutting down", signal=signal.Signals(signum).name)
+            reactor.callFromThread(reactor.stop)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
 
 
 def makeService(options: Options) -> MailServer:

@@ -89,13 +89,14 @@ def test_twistd_reports_a_port_in_use_and_exits_nonzero(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        config = write_config(tmp_path, taken.getsockname()[1])
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port)
         result = subprocess.run(
             [TWISTD, "-n", "--pidfile=", "mailserve", f"--config={config}"],
             capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
         )
     assert result.returncode != 0
-    assert f"listener smtp (smtp): cannot listen on 127.0.0.1:{taken.getsockname()[1]}" in (
+    assert f"listener smtp (smtp): cannot listen on 127.0.0.1:{port}: Address already in use" in (
         result.stderr + result.stdout)
 
 
