@@ -183,6 +183,8 @@ class _Outcome:
     remote_mta: str = ""
     relayed: bool = False
     status_code: str = ""
+    #: The next hop took on DSN duties (it offered DSN and got our NOTIFY): no report from us.
+    passed_on: bool = False
 
 
 @dataclass
@@ -546,8 +548,8 @@ class OutboundQueue(Service):
             recipient.changed = now
             if outcome.status == "delivered":
                 recipient.status = DELIVERED
-                if "SUCCESS" in recipient.notify:
-                    action = "relayed" if outcome.relayed and outcome.remote_mta != self.hostname else "delivered"
+                if "SUCCESS" in recipient.notify and not outcome.passed_on:
+                    action = "relayed" if outcome.relayed else "delivered"
                     success_reports.append(self._recipient_report(recipient, action, outcome, now))
             elif outcome.status == "failed":
                 recipient.status = FAILED
@@ -632,7 +634,7 @@ class OutboundQueue(Service):
 def _reply_outcome(reply: SMTPReply, host: str, relayed: bool) -> _Outcome:
     text = str(reply).replace("\n", " ")
     if reply.ok:
-        return _Outcome("delivered", text, host, relayed=relayed, status_code=reply.status)
+        return _Outcome("delivered", text, host, relayed=relayed, status_code=reply.status, passed_on=not relayed)
     if reply.permanent:
         return _Outcome("failed", text, host, status_code=reply.status)
     return _Outcome("deferred", text, host, status_code=reply.status)
