@@ -75,7 +75,7 @@ def test_delete_releases_the_bytes_with_the_last_reference(config_file, capsys, 
     assert run(capsys, "queue", "delete", str(ids[1]), "--config", config_file)[0] == 0
     assert not blobs.exists(blob)
     code, out, _ = run(capsys, "queue", "list", "--config", config_file)
-    assert "(none)" in out
+    assert code == 0 and "(none)" in out
 
 
 def test_unknown_id_is_a_clear_error(config_file, capsys):
