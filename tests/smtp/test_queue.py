@@ -135,17 +135,26 @@ async def test_destination_down_then_up_delivers_after_restart(tmp_path, dns_ser
     here = start(tmp_path, dns=dns_server, queue_port=port, smtp=settings)
     await populate(here)
     assert (await submit(here, ["dest@elsewhere.test"]))[0] == 250
-    [entry] = await eventually(lambda: [e for e in here.outbound_queue.entries() if e.attempts >= 1])
+    assert (await submit(here, ["dest@elsewhere.test"]))[0] == 250
+    entries = await eventually(lambda: [e for e in here.outbound_queue.entries() if e.attempts >= 1])
+    entry = entries[0]
     assert entry.recipients[0].status == "pending"
     assert "4.4.1" in entry.last_error
+    await eventually(lambda: len([e for e in here.outbound_queue.entries() if e.attempts >= 1]) == 2)
     await here.stopService()
+    await sleep(2.1)  # both entries are due when the server comes back
 
     far = far_side(tmp_path, port)
     await add_user(far, "dest@elsewhere.test", "pw-dest-1")
+    connections = []
+    factory = next(s.factory for s in far if getattr(s, "listener", None) is not None)
+    build = factory.buildProtocol
+    factory.buildProtocol = lambda addr: (connections.append(addr), build(addr))[1]
     here = start(tmp_path, dns=dns_server, queue_port=port, smtp=settings)
     try:
-        [received] = await eventually(lambda: inbox(far, "dest@elsewhere.test"))
-        assert received.endswith(OUTBOUND)
+        received = await eventually(lambda: (m := inbox(far, "dest@elsewhere.test")) and len(m) == 2 and m)
+        assert all(m.endswith(OUTBOUND) for m in received)
+        assert len(connections) == 1  # both messages over one connection to the destination
         await eventually(lambda: here.outbound_queue.entries() == [])
         assert dsns(here, "alice@example.test") == []
     finally:
