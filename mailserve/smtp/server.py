@@ -132,7 +132,6 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.errors = 0
         self.client_ip = "unknown"
         self.client_port = 0
-        self.session_id = uuid.uuid4().hex[:12].upper()
         # DATA state
         self._data_lines: list[bytes] = []
         self._data_long_line = False

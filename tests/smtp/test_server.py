@@ -609,3 +609,113 @@ async def test_implicit_tls_submission(tmp_path):
         assert len(inbox(server, "carol@example.test")) == 1
     finally:
         await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_quota_full_permanent_by_config(tmp_path):
+    from tests.smtp.conftest import populate, start
+
+    server = start(tmp_path, smtp={"quota_full_permanent": True})
+    try:
+        await populate(server)
+
+        def script(smtp):
+            smtp.ehlo("x.test")
+            smtp.mail("s@remote.test", ["SIZE=5000"])
+            return smtp.rcpt("bob@example.test")
+
+        code, text = await run(server, script)
+        assert (code, text[:5]) == (552, b"5.2.2")
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_partial_failure_gives_250_and_a_dsn(server):
+    big = MESSAGE + b"x" * 3000 + b"\r\n"
+
+    def script(smtp):
+        smtp.ehlo("x.test")
+        smtp.mail("carol@example.test")
+        smtp.rcpt("alice@example.test")
+        smtp.rcpt("bob@example.test")  # bob's quota (2000 bytes) cannot take it
+        return smtp.data(big)
+
+    assert (await run(server, script))[0] == 250
+    assert len(inbox(server, "alice@example.test")) == 1
+    assert inbox(server, "bob@example.test") == []
+    for _ in range(100):
+        reports = inbox(server, "carol@example.test")
+        if reports:
+            break
+        await _sleep(0.05)
+    [report] = reports
+    assert b"Final-Recipient: rfc822; bob@example.test" in report
+    assert b"Action: failed" in report and b"Status: 4.2.2" in report
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_per_sender(tmp_path):
+    from tests.smtp.conftest import populate, start
+
+    server = start(tmp_path, smtp={"rate_per_sender": 1})
+    try:
+        await populate(server)
+
+        def script(smtp):
+            smtp.ehlo("laptop.test")
+            smtp.login("alice@example.test", "alice-password")
+            first = smtp.mail("alice@example.test")
+            smtp.rset()
+            return first, smtp.mail("alice@example.test")
+
+        first, second = await run(server, script, "submission")
+        assert first[0] == 250 and (second[0], second[1][:5]) == (450, b"4.7.1")
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_starttls_discards_pipelined_plaintext(server):
+    """RFC 3207 §4.2 / CVE-2011-0411: commands sent with STARTTLS must not run after the upgrade."""
+
+    def go():
+        import ssl
+
+        sock = socket.create_connection(server.address("smtp"), timeout=5)
+        sock.recv(1024)
+        sock.sendall(b"EHLO x.test\r\n")
+        time.sleep(0.2)
+        sock.recv(4096)
+        sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@remote.test>\r\n")
+        reply = b""
+        while b"\r\n" not in reply:
+            reply += sock.recv(1024)
+        tls = insecure_tls().wrap_socket(sock, server_hostname="mail.example.test")
+        tls.sendall(b"EHLO x.test\r\n")
+        time.sleep(0.2)
+        ehlo = tls.recv(4096)
+        tls.sendall(b"RCPT TO:<alice@example.test>\r\n")
+        rcpt = tls.recv(4096)
+        tls.close()
+        assert isinstance(tls, ssl.SSLSocket)
+        return reply, ehlo, rcpt
+
+    reply, ehlo, rcpt = await in_thread(go)
+    assert reply.startswith(b"220 2.0.0")
+    assert ehlo.startswith(b"250-mail.example.test")
+    assert rcpt.startswith(b"503 5.5.1")  # the injected MAIL never ran
+
+
+@pytest_twisted.ensureDeferred
+async def test_auth_cancel_and_bad_base64(server):
+    def script(smtp):
+        smtp.ehlo("laptop.test")
+        smtp.docmd("AUTH", "PLAIN")
+        cancelled = smtp.docmd("*")
+        garbage = smtp.docmd("AUTH", "PLAIN !!!notbase64")
+        unknown = smtp.docmd("AUTH", "CRAM-MD5")
+        return cancelled, garbage, unknown
+
+    cancelled, garbage, unknown = await run(server, script, "submission")
+    assert (cancelled[0], garbage[0], unknown[0]) == (501, 501, 504)
