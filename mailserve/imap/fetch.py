@@ -1,0 +1,224 @@
+"""FETCH: which data items a client asked for, and the untagged FETCH responses.
+
+The item grammar is RFC 9051 §6.4.5 (plus BINARY of RFC 3516 and MODSEQ / CHANGEDSINCE /
+VANISHED of RFC 7162).  The data comes from the message record (flags, size, dates,
+modseq), the structure parsed at ingest (ENVELOPE, BODYSTRUCTURE, section offsets) and
+byte ranges of the blob (bodies, read off the reactor thread) -- never from re-parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import task
+
+from mailserve.core.mailcore import FLAGS_ADD
+from mailserve.imap import fetchdata
+from mailserve.imap.parser import MAX_NUMBER64, Atom, is_atom, number
+from mailserve.imap.responses import BadCommand, CommandFailed, format_internal_date
+
+if TYPE_CHECKING:
+    from mailserve.imap.protocol import IMAPServerProtocol
+
+#: Messages per reactor turn.
+CHUNK = 256
+
+#: FETCH macros (RFC 9051 §6.4.5; FULL is RFC 3501's).
+MACROS = {
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+SIMPLE_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                          "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+MAX_ITEMS = 1000
+
+
+@dataclass
+class Item:
+    """One requested data item: a simple name, or a section with its parsed spec."""
+
+    name: str
+    spec: fetchdata.SectionSpec | None = None
+    peek: bool = False
+
+
+@dataclass
+class FetchRequest:
+    items: list[Item] = field(default_factory=list)
+    changed_since: int | None = None
+    vanished: bool = False
+
+    @property
+    def sets_seen(self) -> bool:
+        """BODY[...] and BINARY[...] without .PEEK, RFC822 and RFC822.TEXT set \\Seen (§6.4.5)."""
+        return any(
+            (i.spec is not None and not i.peek and i.name in ("BODY", "BINARY")) or i.name in ("RFC822", "RFC822.TEXT")
+            for i in self.items)
+
+    @property
+    def wants_modseq(self) -> bool:
+        return any(i.name == "MODSEQ" for i in self.items)
+
+    @property
+    def needs_parsed(self) -> bool:
+        return any(i.spec is not None or i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822.HEADER")
+                   for i in self.items)
+
+    @classmethod
+    def parse(cls, items_token: Any, modifiers: list, uid: bool) -> FetchRequest:
+        request = cls()
+        if isinstance(items_token, list):
+            tokens = items_token
+            if not tokens:
+                raise BadCommand("FETCH expects at least one data item")
+        elif isinstance(items_token, Atom) and items_token.upper() in MACROS:
+            tokens = [Atom(n) for n in MACROS[items_token.upper()]]
+        else:
+            tokens = [items_token]
+        if len(tokens) > MAX_ITEMS:
+            raise BadCommand("too many FETCH items")
+        names = set()
+        for token in tokens:
+            if not isinstance(token, Atom):
+                raise BadCommand("FETCH data items must be atoms")
+            item = _parse_item(str(token))
+            key = (item.name, item.spec.label() if item.spec else b"", item.peek)
+            if key in names:
+                continue
+            names.add(key)
+            request.items.append(item)
+        if uid and not any(i.name == "UID" for i in request.items):
+            request.items.insert(0, Item("UID"))  # RFC 9051 §6.4.9: UID FETCH always returns UID
+        if modifiers:
+            if len(modifiers) != 1 or not isinstance(modifiers[0], list):
+                raise BadCommand("FETCH modifiers must be one parenthesised list")
+            mods = modifiers[0]
+            i = 0
+            while i < len(mods):
+                if is_atom(mods[i], "CHANGEDSINCE") and i + 1 < len(mods):
+                    request.changed_since = number(mods[i + 1], "CHANGEDSINCE", MAX_NUMBER64)
+                    i += 2
+                elif is_atom(mods[i], "VANISHED"):
+                    request.vanished = True
+                    i += 1
+                else:
+                    raise BadCommand("unknown FETCH modifier")
+            if request.vanished and request.changed_since is None:
+                raise BadCommand("VANISHED needs CHANGEDSINCE (RFC 7162 §3.2.6)")
+            if request.changed_since is not None and not request.wants_modseq:
+                request.items.append(Item("MODSEQ"))  # RFC 7162 §3.1.4.1
+        return request
+
+
+def _parse_item(text: str) -> Item:
+    bracket = text.find("[")
+    if bracket < 0:
+        upper = text.upper()
+        if upper not in SIMPLE_ITEMS:
+            raise BadCommand(f"unknown FETCH item {text[:60]}")
+        return Item(upper)
+    name = text[:bracket].upper()
+    close = text.rfind("]")
+    if close < bracket:
+        raise BadCommand("unterminated section")
+    inside = text[bracket + 1:close]
+    partial = text[close + 1:] or None
+    peek = name.endswith(".PEEK")
+    base = name.removesuffix(".PEEK")
+    if base not in ("BODY", "BINARY", "BINARY.SIZE"):
+        raise BadCommand(f"unknown FETCH item {text[:60]}")
+    if base == "BINARY.SIZE" and (peek or partial):
+        raise BadCommand("BINARY.SIZE takes neither .PEEK nor a partial")
+    try:
+        spec = fetchdata.parse_section(inside, partial, binary=base != "BODY")
+    except fetchdata.SectionError as e:
+        raise BadCommand(str(e)) from None
+    return Item(base, spec, peek)
+
+
+async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], request: FetchRequest) -> None:
+    """Send one ``* n FETCH (...)`` per message (RFC 9051 §7.5.2)."""
+    view = session.selected
+    assert view is not None
+    core = session.core
+    account = view.account
+    newly_seen: set[int] = set()
+    if request.sets_seen and not view.readonly and pairs:
+        before = core.get_messages(account, [view.message_ids[u] for _, u in pairs])
+        unseen = [u for (_, u), m in zip(pairs, before, strict=True) if m is not None and not m.seen]
+        if unseen:
+            await core.store_flags(account, view.mailbox_id, unseen, FLAGS_ADD, ["\\Seen"])
+            view.forget_flag_changes(unseen)
+            newly_seen = set(unseen)
+    wants_flags = any(i.name == "FLAGS" for i in request.items)
+    for start in range(0, len(pairs), CHUNK):
+        batch = pairs[start:start + CHUNK]
+        messages = core.get_messages(account, [view.message_ids[u] for _, u in batch])
+        for (seq, uid), message in zip(batch, messages, strict=True):
+            if message is None or view.mailbox_id not in message.mailboxes:
+                continue  # expunged by another session; reported when allowed (§7.5.1)
+            if request.changed_since is not None and message.modseq <= request.changed_since:
+                continue
+            parts = await _message_items(session, request, seq, uid, message)
+            if uid in newly_seen and not wants_flags:
+                parts.append(b"FLAGS " + session._flags(message, uid))
+            session.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
+        if start + CHUNK < len(pairs):
+            session.flush()
+            await task.deferLater(session.server.reactor, 0, lambda: None)
+
+
+async def _message_items(session: IMAPServerProtocol, request: FetchRequest, seq: int, uid: int,
+                         message: Any) -> list[bytes]:
+    core = session.core
+    parsed = core.get_parsed(message.blob_id) if request.needs_parsed else None
+    utf8 = session.utf8
+
+    def read_blob(offset: int, length: int):
+        return core.read_blob(message.blob_id, offset, length)
+
+    out: list[bytes] = []
+    for item in request.items:
+        name = item.name
+        if item.spec is None:
+            if name == "UID":
+                out.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                out.append(b"FLAGS " + session._flags(message, uid))
+            elif name == "INTERNALDATE":
+                out.append(b"INTERNALDATE " + format_internal_date(message.internal_date))
+            elif name == "RFC822.SIZE":
+                out.append(b"RFC822.SIZE %d" % message.size)
+            elif name == "MODSEQ":
+                out.append(b"MODSEQ (%d)" % message.modseq)
+            elif name == "ENVELOPE":
+                out.append(b"ENVELOPE " + fetchdata.envelope(parsed, utf8))
+            elif name == "BODYSTRUCTURE":
+                out.append(b"BODYSTRUCTURE " + fetchdata.bodystructure(parsed, True, utf8))
+            elif name == "BODY":
+                out.append(b"BODY " + fetchdata.bodystructure(parsed, False, utf8))
+            elif name == "RFC822":
+                data = await core.read_blob(message.blob_id, 0, message.size)
+                out.append(b"RFC822 " + fetchdata.literal(data))
+            elif name == "RFC822.HEADER":
+                section = fetchdata.body_section(parsed, fetchdata.parse_section("HEADER"))
+                data = await fetchdata.read_section(section, read_blob)
+                out.append(b"RFC822.HEADER " + fetchdata.literal(data))
+            elif name == "RFC822.TEXT":
+                section = fetchdata.body_section(parsed, fetchdata.parse_section("TEXT"))
+                data = await fetchdata.read_section(section, read_blob)
+                out.append(b"RFC822.TEXT " + fetchdata.literal(data))
+            continue
+        try:
+            if name == "BINARY.SIZE":
+                size = await fetchdata.binary_size(parsed, item.spec, read_blob)
+                out.append(b"BINARY.SIZE[" + item.spec.section_text.encode() + b"] %d" % size)
+                continue
+            section = fetchdata.body_section(parsed, item.spec)
+            data = await fetchdata.read_section(section, read_blob)
+        except fetchdata.UnknownCTE:
+            raise CommandFailed("unknown Content-Transfer-Encoding", "UNKNOWN-CTE") from None
+        out.append(section.label + b" " + fetchdata.literal(data, binary=name == "BINARY"))
+    return out

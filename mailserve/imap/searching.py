@@ -1,0 +1,126 @@
+"""SEARCH, SORT and THREAD as session commands: the glue between a session and ``search.py``.
+
+``search.py`` parses search programs and evaluates them; this module gives it the
+selected mailbox in sequence order, the session's SEARCHRES result (RFC 5182) and the
+account's full-text search, then sends the answer in the form the client asked for:
+``* SEARCH`` (RFC 9051 §7.3.5 in IMAP4rev1 mode), ``* ESEARCH`` (RFC 4731, and always
+for IMAP4rev2, RFC 9051 §6.4.4), ``* SORT`` and ``* THREAD`` (RFC 5256).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import task
+
+from mailserve.imap.responses import BadCommand, CommandFailed
+
+if TYPE_CHECKING:
+    from mailserve.imap.protocol import IMAPServerProtocol
+
+CHUNK = 1024
+
+
+async def _context(session: IMAPServerProtocol) -> Any:
+    from mailserve.imap import search as engine
+
+    view = session.selected
+    assert view is not None
+    core = session.core
+    messages = []
+    pairs = list(enumerate(view.uids, start=1))
+    for start in range(0, len(pairs), CHUNK):
+        batch = pairs[start:start + CHUNK]
+        records = core.get_messages(view.account, [view.message_ids[u] for _, u in batch])
+        for (seq, uid), record in zip(batch, records, strict=True):
+            if record is None or view.mailbox_id not in record.mailboxes:
+                continue
+            messages.append(engine.SearchMessage(seq, uid, record, uid in view.recent))
+        if start + CHUNK < len(pairs):
+            await task.deferLater(session.server.reactor, 0, lambda: None)
+    text = session.factory.mail_search().for_account(view.account)
+    return engine.SearchContext(messages, parsed=core.get_parsed, text=text, saved=list(session.saved_result))
+
+
+def _parse_errors():
+    from mailserve.imap import search as engine
+
+    return engine.SearchSyntaxError, engine.BadCharset
+
+
+async def run_search(session: IMAPServerProtocol, tag: str, args: list, uid: bool) -> str | None:
+    from mailserve.imap import search as engine
+
+    syntax_error, bad_charset = _parse_errors()
+    try:
+        command = engine.parse_search_command(args, utf8=session.utf8)
+    except syntax_error as e:
+        raise BadCommand(str(e)) from None
+    except bad_charset:
+        raise CommandFailed("supported charsets are UTF-8 and US-ASCII", "BADCHARSET (UTF-8 US-ASCII)") from None
+    context = await _context(session)
+    numbers = await engine.evaluate(command.key, context, uid=uid)
+    returns = command.returns
+    if returns is not None and "SAVE" in {r.upper() for r in returns}:
+        # RFC 5182 §2.1: the result is kept as UIDs, whatever the command numbered by.
+        session.saved_result = _as_uids(session, numbers, uid)
+    modseq = _highest_modseq(session, command, numbers, uid)
+    if returns is not None or session.rev2:
+        line = engine.format_esearch(numbers, returns or (), tag=tag, uid=uid, modseq=modseq)
+    else:
+        line = engine.format_search(numbers, modseq=modseq)
+    if line:
+        session.send(line)
+    return None
+
+
+def _as_uids(session: IMAPServerProtocol, numbers: list[int], uid: bool) -> list[int]:
+    view = session.selected
+    assert view is not None
+    if uid:
+        return list(numbers)
+    return [view.uids[n - 1] for n in numbers if 0 < n <= len(view.uids)]
+
+
+def _highest_modseq(session: IMAPServerProtocol, command: Any, numbers: list[int], uid: bool) -> int | None:
+    """RFC 7162 §3.1.5: a search with MODSEQ returns the highest modseq of the matches."""
+    if not getattr(command, "uses_modseq", False) or not numbers:
+        return None
+    session.enabled.add("CONDSTORE")
+    view = session.selected
+    assert view is not None
+    uids = _as_uids(session, numbers, uid)
+    records = session.core.get_messages(view.account, [view.message_ids[u] for u in uids if u in view.message_ids])
+    return max((r.modseq for r in records if r is not None), default=None)
+
+
+async def run_sort(session: IMAPServerProtocol, tag: str, args: list, uid: bool) -> str | None:
+    from mailserve.imap import search as engine
+
+    syntax_error, bad_charset = _parse_errors()
+    try:
+        command = engine.parse_sort_command(args)
+    except syntax_error as e:
+        raise BadCommand(str(e)) from None
+    except bad_charset:
+        raise CommandFailed("supported charsets are UTF-8 and US-ASCII", "BADCHARSET (UTF-8 US-ASCII)") from None
+    context = await _context(session)
+    numbers = await engine.sort(command.criteria, command.key, context, uid=uid)
+    session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+    return None
+
+
+async def run_thread(session: IMAPServerProtocol, tag: str, args: list, uid: bool) -> str | None:
+    from mailserve.imap import search as engine
+
+    syntax_error, bad_charset = _parse_errors()
+    try:
+        command = engine.parse_thread_command(args)
+    except syntax_error as e:
+        raise BadCommand(str(e)) from None
+    except bad_charset:
+        raise CommandFailed("supported charsets are UTF-8 and US-ASCII", "BADCHARSET (UTF-8 US-ASCII)") from None
+    context = await _context(session)
+    nodes = await engine.thread(command.algorithm, command.key, context, uid=uid)
+    session.send(b"* THREAD " + engine.format_threads(nodes))
+    return None
