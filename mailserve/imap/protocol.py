@@ -495,6 +495,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     async def do_LOGOUT(self, tag: str, args: list) -> str | None:
         _no_args(args)
+        if self._counted_user:  # free the user's session slot before the client hears OK
+            self.factory.session_ended(self.account.id)
+            self._counted_user = False
         self.send(b"* BYE mailserve logging out")
         self._tagged(tag, "OK", "LOGOUT completed")
         self.flush()
