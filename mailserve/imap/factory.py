@@ -46,8 +46,10 @@ class IMAPFactory(Factory):
     def mail_search(self) -> Any:
         """The account-wide exact full-text search (``mailserve.core.search``), built once."""
         if self._mail_search is None:
-            from mailserve.core.search import MailSearch
-
+            try:
+                from mailserve.core.search import MailSearch
+            except ImportError:  # a build without the full-text search: BODY/TEXT are refused
+                return None
             server = self.server
             self._mail_search = MailSearch(server.core, server.search_index, server.indexer)
         return self._mail_search

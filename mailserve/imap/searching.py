@@ -38,8 +38,17 @@ async def _context(session: IMAPServerProtocol) -> Any:
             messages.append(engine.SearchMessage(seq, uid, record, uid in view.recent))
         if start + CHUNK < len(pairs):
             await task.deferLater(session.server.reactor, 0, lambda: None)
-    text = session.factory.mail_search().for_account(view.account)
-    return engine.SearchContext(messages, parsed=core.get_parsed, text=text, saved=list(session.saved_result))
+    search = session.factory.mail_search()
+    text = search.for_account(view.account) if search is not None else None
+    return engine.SearchContext(messages, parsed=core.get_parsed, text=text,
+                                saved=frozenset(session.saved_result), run_blocking=_in_thread)
+
+
+def _in_thread(fn):
+    """Big searches evaluate in a worker thread so the reactor keeps serving other sessions."""
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(fn)
 
 
 def _parse_errors():
@@ -53,7 +62,7 @@ async def run_search(session: IMAPServerProtocol, tag: str, args: list, uid: boo
 
     syntax_error, bad_charset = _parse_errors()
     try:
-        command = engine.parse_search_command(args, utf8=session.utf8)
+        command = engine.parse_search_command(args)
     except syntax_error as e:
         raise BadCommand(str(e)) from None
     except bad_charset:
@@ -61,11 +70,16 @@ async def run_search(session: IMAPServerProtocol, tag: str, args: list, uid: boo
     context = await _context(session)
     numbers = await engine.evaluate(command.key, context, uid=uid)
     returns = command.returns
-    if returns is not None and "SAVE" in {r.upper() for r in returns}:
+    saved = engine.saved_result(_as_uids(session, numbers, uid), returns)
+    if saved is not None:
         # RFC 5182 §2.1: the result is kept as UIDs, whatever the command numbered by.
-        session.saved_result = _as_uids(session, numbers, uid)
-    modseq = _highest_modseq(session, command, numbers, uid)
+        session.saved_result = saved
+    modseq = None
+    if engine.uses_modseq(command.key):
+        session.enabled.add("CONDSTORE")  # RFC 7162 §3.1: MODSEQ in SEARCH enables CONDSTORE
+        modseq = engine.result_modseq(numbers, context, uid) or None
     if returns is not None or session.rev2:
+        # RFC 9051 §6.4.4: IMAP4rev2 answers every SEARCH with ESEARCH.
         line = engine.format_esearch(numbers, returns or (), tag=tag, uid=uid, modseq=modseq)
     else:
         line = engine.format_search(numbers, modseq=modseq)
@@ -82,18 +96,6 @@ def _as_uids(session: IMAPServerProtocol, numbers: list[int], uid: bool) -> list
     return [view.uids[n - 1] for n in numbers if 0 < n <= len(view.uids)]
 
 
-def _highest_modseq(session: IMAPServerProtocol, command: Any, numbers: list[int], uid: bool) -> int | None:
-    """RFC 7162 §3.1.5: a search with MODSEQ returns the highest modseq of the matches."""
-    if not getattr(command, "uses_modseq", False) or not numbers:
-        return None
-    session.enabled.add("CONDSTORE")
-    view = session.selected
-    assert view is not None
-    uids = _as_uids(session, numbers, uid)
-    records = session.core.get_messages(view.account, [view.message_ids[u] for u in uids if u in view.message_ids])
-    return max((r.modseq for r in records if r is not None), default=None)
-
-
 async def run_sort(session: IMAPServerProtocol, tag: str, args: list, uid: bool) -> str | None:
     from mailserve.imap import search as engine
 
@@ -106,7 +108,10 @@ async def run_sort(session: IMAPServerProtocol, tag: str, args: list, uid: bool)
         raise CommandFailed("supported charsets are UTF-8 and US-ASCII", "BADCHARSET (UTF-8 US-ASCII)") from None
     context = await _context(session)
     numbers = await engine.sort(command.criteria, command.key, context, uid=uid)
-    session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+    modseq = None
+    if engine.uses_modseq(command.key):
+        modseq = engine.result_modseq(numbers, context, uid) or None
+    session.send(engine.format_sort(numbers, modseq))
     return None
 
 
