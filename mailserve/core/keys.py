@@ -21,6 +21,9 @@ key                                       value
 ``d`` ``L`` login                         account id by login name
 ``d`` ``E`` address                       where mail to an address goes (account, alias, group)
 ``d`` ``S`` name                          directory counters (next account id)
+``d`` ``P`` acct sha256                   app password of an account
+``d`` ``T`` sha256                        API token
+``d`` ``K`` domain 0 selector             DKIM signing key of a domain
 ``q`` ...                                 outbound queue (``mailserve.smtp.queue``)
 ========================================  =============================================
 
@@ -175,6 +178,35 @@ def address(addr: str) -> bytes:
 ADDRESSES_PREFIX = b"dE"
 
 NEXT_ACCOUNT = b"dSaccount"
+
+
+def app_password(acct: int, digest: bytes) -> bytes:
+    """An app password of an account, by the SHA-256 of the secret (``mailserve.directory.credentials``)."""
+    return b"dP" + U32.pack(acct) + digest
+
+
+def app_passwords_prefix(acct: int) -> bytes:
+    return b"dP" + U32.pack(acct)
+
+
+def api_token(digest: bytes) -> bytes:
+    """An API token, by the SHA-256 of the secret: a bearer token is found without knowing its owner."""
+    return b"dT" + digest
+
+
+API_TOKENS_PREFIX = b"dT"
+
+
+def dkim_key(domain_name: str, selector: str) -> bytes:
+    """A DKIM signing key of a domain (RFC 6376 §3.1: one selector names one key)."""
+    return b"dK" + domain_name.encode("utf-8") + b"\x00" + selector.encode("utf-8")
+
+
+def dkim_keys_prefix(domain_name: str) -> bytes:
+    return b"dK" + domain_name.encode("utf-8") + b"\x00"
+
+
+NEXT_CREDENTIAL = b"dScredential"
 
 
 # -- outbound queue --------------------------------------------------------------
