@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mailserve.imap.protocol import IMAPServerProtocol
 
 #: Messages per reactor turn.
-CHUNK = 256
+CHUNK = 1024
 
 #: FETCH macros (RFC 9051 §6.4.5; FULL is RFC 3501's).
 MACROS = {
@@ -153,6 +153,7 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
             view.forget_flag_changes(unseen)
             newly_seen = set(unseen)
     wants_flags = any(i.name == "FLAGS" for i in request.items)
+    simple = all(i.spec is None and i.name in _RECORD_ITEMS for i in request.items)
     for start in range(0, len(pairs), CHUNK):
         batch = pairs[start:start + CHUNK]
         messages = core.get_messages(account, [view.message_ids[u] for _, u in batch])
@@ -161,13 +162,38 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
                 continue  # expunged by another session; reported when allowed (§7.5.1)
             if request.changed_since is not None and message.modseq <= request.changed_since:
                 continue
-            parts = await _message_items(session, request, seq, uid, message)
+            if simple:
+                parts = _simple_items(session, request, uid, message)
+            else:
+                parts = await _message_items(session, request, seq, uid, message)
             if uid in newly_seen and not wants_flags:
                 parts.append(b"FLAGS " + session._flags(message, uid))
             session.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
         if start + CHUNK < len(pairs):
             session.flush()
             await task.deferLater(session.server.reactor, 0, lambda: None)
+
+
+#: Items answered from the message record alone (the common flag-sync FETCH).
+_RECORD_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
+
+
+def _simple_items(session: IMAPServerProtocol, request: FetchRequest, uid: int, message: Any) -> list[bytes]:
+    """The synchronous path for record-only items: no coroutine per message."""
+    out = []
+    for item in request.items:
+        name = item.name
+        if name == "UID":
+            out.append(b"UID %d" % uid)
+        elif name == "FLAGS":
+            out.append(b"FLAGS " + session._flags(message, uid))
+        elif name == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + format_internal_date(message.internal_date))
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % message.size)
+        else:
+            out.append(b"MODSEQ (%d)" % message.modseq)
+    return out
 
 
 async def _message_items(session: IMAPServerProtocol, request: FetchRequest, seq: int, uid: int,
