@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from mailserve.admin.errors import Conflict, InvalidRequest, NotFound, Unavailable, classify
+from mailserve.admin.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable, classify
 from mailserve.core import keys
 from mailserve.core.model import pack, unpack
 from mailserve.directory.credentials import Credentials
@@ -378,7 +378,8 @@ class AdminService:
 
         def verified(ok: bool) -> Any:
             if not ok:
-                raise InvalidRequest("the current password is not right", field="current_password")
+                # 403, not 400: the request is well formed; the caller failed to prove who they are.
+                raise Forbidden("the current password is not right", field="current_password")
             return _then(self._hash(new), lambda h: self.directory.set_password(account.name, password_hash=h))
 
         check = self._blocking(self.directory.hashing.verify, account.password_hash, current)

@@ -37,7 +37,7 @@ from mailserve.web.auth import (
     Throttled,
     Unauthenticated,
 )
-from mailserve.web.http import error_body, header, json_body
+from mailserve.web.http import MAX_API_BODY, error_body, header, json_body
 
 ADMIN, SELF, ANY, PUBLIC = "admin", "self", "any", "public"
 
@@ -739,7 +739,9 @@ class AdminAPI:
 
     @staticmethod
     def _parse_body(request: Request, endpoint: Endpoint) -> Any:
-        data = request.content.read() if request.content is not None else b""
+        data = request.content.read(MAX_API_BODY + 1) if request.content is not None else b""
+        if len(data) > MAX_API_BODY:
+            raise _TooLarge(f"an API request body may have at most {MAX_API_BODY} bytes")
         if endpoint.body is None:
             if data.strip():
                 raise InvalidRequest(f"{endpoint.method} {endpoint.path} takes no request body")
@@ -767,6 +769,11 @@ class AdminAPI:
 
 class _MethodNotAllowed(Exception):
     pass
+
+
+class _TooLarge(AdminError):
+    code = "too_large"
+    status = 413
 
 
 class _UnsupportedMediaType(AdminError):
