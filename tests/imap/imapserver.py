@@ -108,3 +108,52 @@ def _read_until(sock, tag: bytes | None) -> bytes:
         if not chunk:
             return bytes(data)
         data += chunk
+
+
+class RawClient:
+    """A line-level IMAP client over a plain socket, for asserting exact responses."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = bytearray()
+        self.greeting = self.line()
+        self.counter = 0
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buffer += chunk
+        end = self.buffer.index(b"\r\n")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 2]
+        return line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def command(self, text: str | bytes) -> tuple[list[bytes], bytes]:
+        """Send one command with a fresh tag; (untagged lines, tagged line without the tag)."""
+        self.counter += 1
+        tag = b"t%d" % self.counter
+        data = text.encode() if isinstance(text, str) else text
+        self.send(tag + b" " + data + b"\r\n")
+        return self.until(tag)
+
+    def until(self, tag: bytes) -> tuple[list[bytes], bytes]:
+        untagged = []
+        while True:
+            line = self.line()
+            if line.startswith(tag + b" "):
+                return untagged, line[len(tag) + 1:]
+            untagged.append(line)
+
+    def login(self, user: str = USER) -> None:
+        _, status = self.command(f'LOGIN {user} "{PASSWORD}"')
+        assert status.startswith(b"OK"), status
+
+    def close(self) -> None:
+        self.sock.close()
