@@ -318,8 +318,11 @@ class AdminService:
         # Refuse bad values before the (slow) hash, with the directory's own checks.
         from mailserve.directory.directory import normalise_address
 
+        # The same address given twice (perhaps in another case) is one address.
+        unique: dict[str, str] = {}
         for address in addresses:
-            normalise_address(address)
+            unique.setdefault(normalise_address(address), address)
+        addresses = list(unique)
 
         def create(password_hash: str) -> Any:
             return self.directory.add_account(

@@ -70,6 +70,11 @@ class Endpoint:
     response: dict[str, Any] | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
+    #: OpenAPI links from this operation's response to the operations that use what it created:
+    #: ``{operationId: {path parameter: runtime expression}}`` (OpenAPI 3.0.3 §4.7.20).
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Where the created resource lives (``Location``, RFC 9110 §10.2.2), from the response body.
+    location: Callable[[Any, Any], str] | None = None
     pattern: re.Pattern[str] = field(init=False)
     param_names: list[str] = field(init=False)
 
@@ -576,6 +581,7 @@ def endpoints(with_queue: bool) -> list[Endpoint]:
           "server", body=_live_settings_body(),
           response=S.obj({"config": {"type": "object"}, "live": {"type": "object"}}, ("config", "live"))),
     ]
+    _link(table)
     if with_queue:
         queue_id = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
         table += [
@@ -591,6 +597,42 @@ def endpoints(with_queue: bool) -> list[Endpoint]:
         for e in table[-4:]:
             e.path_schemas = {"id": queue_id}  # type: ignore[attr-defined]
     return table
+
+
+def _q(value: Any) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe="@")
+
+
+#: What each create operation makes, and which operations then use it.
+_CREATED: dict[str, tuple[Callable[[Any, Any], str], dict[str, dict[str, str]]]] = {
+    "addDomain": (lambda p, r: f"/api/domains/{_q(r['name'])}",
+                  {op: {"domain": "$response.body#/name"} for op in
+                   ("getDomain", "updateDomain", "removeDomain", "getDomainDNS", "listDKIMKeys", "generateDKIMKey")}),
+    "generateDKIMKey": (lambda p, r: f"/api/domains/{_q(r['domain'])}/dkim/{_q(r['selector'])}",
+                        {op: {"domain": "$request.path.domain", "selector": "$response.body#/selector"}
+                         for op in ("getDKIMKey", "removeDKIMKey")}),
+    "addAccount": (lambda p, r: f"/api/accounts/{_q(r['name'])}",
+                   {op: {"account": "$response.body#/name"} for op in
+                    ("getAccount", "updateAccount", "removeAccount", "addAccountAddress", "getQuota", "setQuota",
+                     "listAppPasswords", "createAppPassword")}),
+    "addAccountAddress": (lambda p, r: f"/api/accounts/{_q(r['name'])}", {}),
+    "createAppPassword": (lambda p, r: f"/api/accounts/{_q(p['account'])}/app-passwords/{r['id']}",
+                          {"revokeAppPassword": {"account": "$request.path.account", "id": "$response.body#/id"}}),
+    "addAlias": (lambda p, r: f"/api/aliases/{_q(r['address'])}",
+                 {op: {"address": "$response.body#/address"} for op in ("getAlias", "removeAlias")}),
+    "addGroup": (lambda p, r: f"/api/groups/{_q(r['name'])}",
+                 {op: {"group": "$response.body#/name"} for op in ("getGroup", "setGroupMembers", "removeGroup")}),
+    "createAPIToken": (lambda p, r: f"/api/tokens/{r['id']}", {"revokeAPIToken": {"id": "$response.body#/id"}}),
+}
+
+
+def _link(table: list[Endpoint]) -> None:
+    for endpoint in table:
+        created = _CREATED.get(endpoint.operation_id)
+        if created is not None:
+            endpoint.location, endpoint.links = created
 
 
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -687,6 +729,8 @@ class AdminAPI:
         query = self._parse_query(request, endpoint)
         body = self._parse_body(request, endpoint)
         result = await endpoint.handler(self, Call(request, principal, params, query, body))
+        if endpoint.location is not None:
+            request.setHeader(b"Location", endpoint.location(params, result).encode("utf-8"))
         return json_body(request, endpoint.status, result)
 
     @staticmethod
@@ -806,6 +850,9 @@ def build_openapi(table: list[Endpoint]) -> dict[str, Any]:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": e.body}}}
         responses: dict[str, Any] = {str(e.status): {"description": _STATUS_TEXT[e.status],
                                                      "content": {"application/json": {"schema": e.response or {}}}}}
+        if e.links:
+            responses[str(e.status)]["links"] = {
+                target: {"operationId": target, "parameters": parameters} for target, parameters in e.links.items()}
         codes = {400, 405, 500, *e.errors}
         if e.param_names:
             codes.add(404)
