@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from twisted.internet import defer, task  # noqa: E402
+from twisted.internet import defer, task
 
-from mailserve.spam.filter import SpamFilter  # noqa: E402
-from mailserve.spam.message import analyze_message  # noqa: E402
-from mailserve.spam.verdict import SpamContext  # noqa: E402
-from mailserve.storage.lmdb_store import LMDBMetadataStore  # noqa: E402
-from tests.data.spam.corpus import COUNT, SEED, generate, split  # noqa: E402
+from mailserve.spam.filter import SpamFilter
+from mailserve.spam.message import analyze_message
+from mailserve.spam.verdict import SpamContext
+from mailserve.storage.lmdb_store import LMDBMetadataStore
+from tests.data.spam.corpus import COUNT, SEED, generate, split
 
 EVAL_OVERRIDES = {
     "greylist": {"enabled": False},

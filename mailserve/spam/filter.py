@@ -110,28 +110,35 @@ class SpamFilter:
         return analyzed.digest, [token_hash(t) for t in tokenize(analyzed, self.settings.max_tokens)]
 
     def train(self, account_id: int | None, message: bytes, is_spam: bool) -> defer.Deferred:
-        """Learn ``message`` as spam or ham; fires with the global database's LearnOutcome.
+        """Learn ``message`` as spam or ham; fires with the LearnOutcome of ``account_id``'s database.
 
-        With an account, both that account's database and the global one learn (a user's
-        correction helps everyone until their own database has enough to speak alone).
+        With an account, that account's database learns, and the global one too unless
+        ``bayes.account_training_updates_global`` is off (a user's correction helps
+        everyone whose own database has not enough to speak alone).
         Learning the same message twice as the same class changes nothing; as the other
         class, it first takes back the earlier lesson.
         """
 
         async def go():
             digest, hashes = await threads.deferToThread(self._prepare_for_learning, message)
-            if account_id is not None:
-                await self.store.learn(account_id, digest, hashes, is_spam)
-            return await self.store.learn(None, digest, hashes, is_spam)
+            if account_id is None:
+                return await self.store.learn(None, digest, hashes, is_spam)
+            outcome = await self.store.learn(account_id, digest, hashes, is_spam)
+            if self.settings.account_training_updates_global:
+                await self.store.learn(None, digest, hashes, is_spam)
+            return outcome
 
         return defer.ensureDeferred(go())
 
     def train_sync(self, account_id: int | None, message: bytes, is_spam: bool) -> Any:
         """:meth:`train` for the command line (no reactor): blocks until committed."""
         digest, hashes = self._prepare_for_learning(message)
-        if account_id is not None:
-            self.store.learn(account_id, digest, hashes, is_spam, sync=True)
-        return self.store.learn(None, digest, hashes, is_spam, sync=True)
+        if account_id is None:
+            return self.store.learn(None, digest, hashes, is_spam, sync=True)
+        outcome = self.store.learn(account_id, digest, hashes, is_spam, sync=True)
+        if self.settings.account_training_updates_global:
+            self.store.learn(None, digest, hashes, is_spam, sync=True)
+        return outcome
 
     # -- checking ---------------------------------------------------------------------
     def check(self, message: bytes, context: SpamContext) -> defer.Deferred:

@@ -272,6 +272,7 @@ class _HTMLExtractor(HTMLParser):
                 if found is not None:
                     self.links.append(found)
             self._anchor_href = None
+            self.text.append(" ")  # keep neighbouring link texts apart
         # Close up to the matching open tag (HTML in mail is rarely well nested).
         for index in range(len(self._stack) - 1, -1, -1):
             if self._stack[index][0] == tag:

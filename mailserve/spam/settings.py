@@ -82,6 +82,7 @@ class SpamSettings:
     bayes_min_ham: int
     bayes_account_min_spam: int
     bayes_account_min_ham: int
+    account_training_updates_global: bool
     unknown_word_strength: float
     unknown_word_prob: float
     min_prob_strength: float
@@ -327,6 +328,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, rules_text: str | 
         bayes_min_ham=r.integer("bayes", "min_ham", 0),
         bayes_account_min_spam=r.integer("bayes", "account_min_spam", 0),
         bayes_account_min_ham=r.integer("bayes", "account_min_ham", 0),
+        account_training_updates_global=r.boolean("bayes", "account_training_updates_global"),
         unknown_word_strength=r.number("bayes", "unknown_word_strength", 0.0, 100.0),
         unknown_word_prob=r.number("bayes", "unknown_word_prob", 0.0, 1.0),
         min_prob_strength=r.number("bayes", "min_prob_strength", 0.0, 0.5),
