@@ -63,6 +63,7 @@ __all__ = [
     "literal",
     "nstring",
     "parse_section",
+    "parse_section_item",
     "read_section",
 ]
 
@@ -598,3 +599,25 @@ async def binary_size(parsed: ParsedMessage, spec: SectionSpec, read_blob: ReadB
     if section.streamable:
         return section.length
     return len(await read_section(section, read_blob))
+
+
+_SECTION_ITEM = re.compile(r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[(.*)\](<[0-9]+\.[0-9]+>)?",
+                           re.IGNORECASE | re.DOTALL)
+
+
+def parse_section_item(atom: str) -> tuple[str, bool, SectionSpec]:
+    """Split a FETCH attribute atom such as ``BODY.PEEK[HEADER.FIELDS (FROM)]<0.2048>``.
+
+    Returns ``(name, peek, spec)`` with ``name`` one of ``BODY``, ``BINARY``,
+    ``BINARY.SIZE`` (RFC 9051 §6.4.5, RFC 3516 §4).  BINARY.SIZE takes no partial.
+    """
+    match = _SECTION_ITEM.fullmatch(atom)
+    if match is None:
+        raise SectionError(f"{atom!r} is not a section fetch item")
+    kind = match.group(1).upper()
+    peek = kind.endswith(".PEEK")
+    name = kind.removesuffix(".PEEK")
+    binary = name.startswith("BINARY")
+    if name == "BINARY.SIZE" and match.group(3):
+        raise SectionError("BINARY.SIZE takes no partial")
+    return name, peek, parse_section(match.group(2), match.group(3), binary)

@@ -316,7 +316,8 @@ _MONTHS = {m: i for i, m in enumerate(
     ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _SEQ_SET = re.compile(r"[0-9*$][0-9*:,]*")
-_FLAG_KEYWORD = re.compile(r"[!#&'+\-.0-9;<=>?@A-Z^_`a-z|~\\]+")
+#: ``flag-keyword`` is an atom (RFC 9051 §9): no atom-specials, no backslash.
+_FLAG_KEYWORD = re.compile(r'[^\x00-\x20\x7f-\uffff(){%*"\\\]]+')
 
 
 def _check_charset(charset: str | None) -> str:

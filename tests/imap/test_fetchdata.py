@@ -266,3 +266,14 @@ def test_header_fields_come_from_the_cache_without_a_read():
     parsed = parse_message(RFC_MESSAGE)
     section = body_section(parsed, parse_section("HEADER.FIELDS (To)"))
     assert section.data == b"To: imap@cac.washington.edu\r\n\r\n"
+
+
+def test_parse_section_item():
+    name, peek, spec = fetchdata.parse_section_item("BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.2048>")
+    assert (name, peek, spec.fields, spec.partial) == ("BODY", True, ("FROM", "TO"), (0, 2048))
+    name, peek, spec = fetchdata.parse_section_item("binary.size[1.2]")
+    assert (name, peek, spec.part, spec.binary) == ("BINARY.SIZE", False, (1, 2), True)
+    with pytest.raises(SectionError):
+        fetchdata.parse_section_item("BODY[1]<0>")
+    with pytest.raises(SectionError):
+        fetchdata.parse_section_item("BINARY.SIZE[1]<0.5>")
