@@ -62,8 +62,12 @@ def rates(outcomes: list[tuple[bool, bool]]) -> dict[str, float]:
     }
 
 
-async def evaluate(reactor, count: int, seed: int) -> None:
+async def evaluate(reactor, count: int, seed: int, train_limit: int | None) -> None:
     training, held_out = split(generate(seed, count))
+    if train_limit is not None:
+        spam = [m for m in training if m[1]][:train_limit]
+        ham = [m for m in training if not m[1]][:train_limit]
+        training = spam + ham
     print(f"corpus: {len(training)} training, {len(held_out)} held out (seed {seed}, {count} of each class)")
     with tempfile.TemporaryDirectory() as directory:
         store = LMDBMetadataStore(directory, map_size=256 << 20)
@@ -101,8 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=COUNT, help="messages of each class to generate")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--train-limit", type=int, default=None,
+                        help="train on only this many messages of each class (a learning curve)")
     args = parser.parse_args()
-    task.react(lambda reactor: defer.ensureDeferred(evaluate(reactor, args.count, args.seed)))
+    task.react(lambda reactor: defer.ensureDeferred(evaluate(reactor, args.count, args.seed, args.train_limit)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ FIRST = ["Alice", "Anna", "Ben", "Carla", "David", "Elena", "Farid", "Grace", "H
 LAST = ["Smith", "Keller", "Novak", "Rossi", "Tanaka", "Okafor", "Dubois", "Silva", "Jensen", "Kowalski", "Haddad", "Larsen", "Moreau", "Ivanova", "Schmidt", "Garcia", "Nguyen", "Brown", "Fischer", "Costa", "Petrov", "Bauer", "Yilmaz", "Andersson"]
 HAM_DOMAINS = ["example.org", "example.net", "acme-corp.example", "uni-hamburg.example", "lists.python.example", "mailbox.example", "fastmail.example", "kernel.example", "design-studio.example"]
 SPAM_DOMAINS = ["best-deals-online.top", "cheap-meds-rx.xyz", "win-prizes.click", "secure-verify-login.icu", "crypto-yield.buzz", "bizmail.example", "promo-mailer.work", "hot-singles.cam"]
+#: Free mail domains send both: people write from them, and spammers sign up there.
+FREEMAIL = ["gmail.com", "yahoo.com", "outlook.com", "gmx.de", "proton.me"]
 HAM_MAILERS = ("Mozilla Thunderbird 128.3", "Apple Mail (2.3774)", "Microsoft Outlook 16.0",
                "Roundcube Webmail/1.6.9", "Evolution 3.52", "mutt 2.2.13")
 SPAM_MAILERS = ("PHPMailer 5.2.9", "The Bat! (v3.51)", "Microsoft Outlook Express 6.00.2900",
@@ -65,6 +67,12 @@ HAM_TOPICS = {
         "This is a receipt for your payment of ${price} to {company}. No action is needed.",
         "Your subscription to {company} renews on the {n}th. You can change your plan in your account settings.",
         "Your password was changed on {day}. If this was you, you can ignore this message.",
+    ],
+    "promo": [
+        "Our winter sale starts {day}: save {pct}% on the {item} you looked at, this week only.",
+        "Members get free shipping on orders over ${price}. Limited time offer, while stocks last.",
+        "Thanks for being a customer! Here is a {pct}% discount code for your next order.",
+        "New arrivals: the {item} is back in stock. Order now, it sold out in {n} days last time.",
     ],
     "newsletter": [
         "This month at {company}: new features in the {component}, a case study and our {quarter} roadmap.",
@@ -118,6 +126,12 @@ SPAM_TOPICS = {
         "We noticed your site has {n} errors hurting your ranking. Reply for a free audit.",
         "Our team builds high quality backlinks at unbeatable prices. Order a package today.",
     ],
+    "outreach": [
+        "Hi {first}, I hope this finds you well. I wanted to follow up on my note from {day} about your {team} team.",
+        "We help companies like {company} reduce {component} costs by {pct}%. Do you have 15 minutes on {day}?",
+        "I noticed you are hiring for {team} roles. We have pre-vetted developers available at ${price} per hour.",
+        "Just bumping this to the top of your inbox. Let me know if someone else handles {team} at your company.",
+    ],
     "invoice": [
         "Please find attached the invoice #{order} for services rendered. Payment is overdue.",
         "Your order #{order} could not be delivered. Open the attached document for details.",
@@ -149,6 +163,7 @@ def _fill(rng: random.Random, template: str) -> str:
     values = {key: rng.choice(options) for key, options in FILLS.items()}
     values["drug2"] = rng.choice(FILLS["drug"])
     values["name"] = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+    values["first"] = rng.choice(FIRST)
     values.update(
         n=rng.randint(2, 90), m=rng.randint(2, 90), pct=rng.choice((10, 15, 20, 30, 40, 70, 80)),
         price=f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d}", amount=rng.randint(2, 45),
@@ -207,7 +222,7 @@ def _message(headers: list[tuple[str, str]], text: str | None, html: str | None,
 
 def make_ham(rng: random.Random, base: datetime) -> bytes:
     topic = rng.choice(list(HAM_TOPICS))
-    name, address = _person(rng, HAM_DOMAINS)
+    name, address = _person(rng, HAM_DOMAINS if rng.random() < 0.75 else FREEMAIL)
     to_name, to_address = _person(rng, HAM_DOMAINS)
     sentences = [_fill(rng, s) for s in rng.sample(HAM_TOPICS[topic], k=min(len(HAM_TOPICS[topic]), rng.randint(2, 4)))]
     subject_words = sentences[0].split()[: rng.randint(3, 7)]
@@ -226,7 +241,7 @@ def make_ham(rng: random.Random, base: datetime) -> bytes:
     if topic == "list":
         headers += [("List-Id", f"<{rng.choice(FILLS['project']).lower()}-dev.lists.python.example>"),
                     ("Precedence", "list")]
-    if topic in ("newsletter", "receipt"):
+    if topic in ("newsletter", "receipt", "promo"):
         company = rng.choice(FILLS["company"])
         site = f"https://www.{company.lower()}.example"
         headers[0] = ("From", f"{company} <{rng.choice(('news', 'no-reply', 'orders', 'billing'))}@{company.lower()}.example>")
@@ -243,7 +258,8 @@ def make_ham(rng: random.Random, base: datetime) -> bytes:
 
 def make_spam(rng: random.Random, base: datetime) -> bytes:
     topic = rng.choice(list(SPAM_TOPICS))
-    name, address = _person(rng, SPAM_DOMAINS if rng.random() < 0.7 else HAM_DOMAINS)
+    draw = rng.random()
+    name, address = _person(rng, SPAM_DOMAINS if draw < 0.5 else FREEMAIL if draw < 0.75 else HAM_DOMAINS)
     _to_name, to_address = _person(rng, HAM_DOMAINS)
     sentences = [_fill(rng, s) for s in rng.sample(SPAM_TOPICS[topic], k=min(len(SPAM_TOPICS[topic]), rng.randint(2, 4)))]
     subject = " ".join(sentences[0].split()[: rng.randint(3, 7)]).rstrip(".,")
