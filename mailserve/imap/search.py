@@ -31,6 +31,21 @@ API (used by the IMAP session)
 ``await thread(algorithm, key, context, uid=False) -> list[ThreadNode]`` and
 ``format_threads(nodes) -> bytes``
     ORDEREDSUBJECT and REFERENCES (RFC 5256 §3), then the ``* THREAD`` payload.
+``uses_modseq(key)``, ``result_modseq(numbers, context, uid)``, ``format_sort(numbers, modseq)``
+    CONDSTORE decorations (RFC 7162 §3.1.5).
+
+Semantics worth knowing
+-----------------------
+* Header keys (FROM, SUBJECT, HEADER ...) match the unfolded, RFC 2047-decoded field
+  values of the header cached at ingest (its first 64 KiB), case-insensitively under
+  Unicode case folding; every occurrence of a repeated field counts.
+* BEFORE/ON/SINCE use the internal date's day in ``SearchContext.tz`` (UTC by default);
+  SENT* use the day written in the Date: header, or the internal date when there is
+  none (the RFC 5256 §2.2 fallback, so SEARCH and SORT agree).
+* KEYWORD compares keywords case-insensitively, as Dovecot does.
+* Evaluation is set-based: each key is applied to the whole candidate set once, AND
+  narrows the set for the keys after it, and BODY/TEXT see only the messages the other
+  ANDed keys left.
 """
 
 from __future__ import annotations
@@ -807,24 +822,23 @@ class _SetEvaluator:
         if key.numbers.saved:
             saved = self.context.saved
             return {i for i in within if msgs[i].uid in saved}
+        # "*" is the largest number in use (RFC 9051 §9 seq-number); ``messages`` may
+        # leave out messages the session knows are gone, so numbers are compared as
+        # numbers rather than used as positions.
         if key.uid:
             largest = msgs[-1].uid if msgs else 0
-            ranges = key.numbers.resolve(largest)
-            starts = [lo for lo, _ in ranges]
+        else:
+            largest = msgs[-1].seq if msgs else 0
+        ranges = key.numbers.resolve(largest)
+        starts = [lo for lo, _ in ranges]
 
-            def member(n: int) -> bool:
-                at = bisect.bisect_right(starts, n) - 1
-                return at >= 0 and n <= ranges[at][1]
+        def member(n: int) -> bool:
+            at = bisect.bisect_right(starts, n) - 1
+            return at >= 0 and n <= ranges[at][1]
 
+        if key.uid:
             return {i for i in within if member(msgs[i].uid)}
-        out: set[int] = set()
-        for lo, hi in key.numbers.resolve(len(msgs)):
-            # sequence number n is messages[n - 1]
-            if hi - lo + 1 < len(within):
-                out.update(i for i in range(lo - 1, min(hi, len(msgs))) if i in within)
-            else:
-                out.update(i for i in within if lo - 1 <= i <= hi - 1)
-        return out
+        return {i for i in within if member(msgs[i].seq)}
 
     def dates(self, key: DateKey, within: set[int]) -> set[int]:
         tz = self.context.tz

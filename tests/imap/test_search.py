@@ -559,3 +559,14 @@ def test_references_sorts_siblings_by_sent_date():
         _msg("q", message_id="<q@x>", date_header=_d(0)),
     ]
     assert _thread("REFERENCES", raws) == b"(4)(1 (3)(2))"
+
+
+def test_references_on_a_very_deep_thread():
+    """Each message replying to the previous one: no recursion limit, no quadratic blow-up."""
+    count = 2000
+    raws = [_msg("deep", message_id="<m0@x>", date_header=_d(0))]
+    for n in range(1, count):
+        raws.append(_msg("Re: deep", message_id=f"<m{n}@x>", references=f"<m{n - 1}@x>",
+                         date_header=_d(0)))
+    out = _thread("REFERENCES", raws)
+    assert out == b"(" + b" ".join(b"%d" % n for n in range(1, count + 1)) + b")"
