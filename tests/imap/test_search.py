@@ -570,3 +570,37 @@ def test_references_on_a_very_deep_thread():
                          date_header=_d(0)))
     out = _thread("REFERENCES", raws)
     assert out == b"(" + b" ".join(b"%d" % n for n in range(1, count + 1)) + b")"
+
+
+sort_criteria = st.lists(
+    st.tuples(st.sampled_from(S.SORT_KEYS), st.booleans()), min_size=1, max_size=3)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages_strategy, sort_criteria)
+def test_sort_orders_by_each_criterion_in_turn(generated, criteria):
+    """SORT returns every message once, ordered lexicographically by the criteria
+    (each possibly reversed) and then by sequence number (RFC 5256 §3)."""
+    context, _ = build_context(generated)
+    out = _result(ensureDeferred(S.sort(criteria, S.All(), context)))
+    assert sorted(out) == [m.seq for m in context.messages]
+
+    def sort_key(seq):
+        values = []
+        for name, reverse in criteria:
+            value = S._sort_value(name, context, seq - 1)
+            values.append(_Reversed(value) if reverse else value)
+        return (*values, seq)
+
+    assert out == sorted(out, key=sort_key)
+
+
+class _Reversed:
+    def __init__(self, value):
+        self.value = value
+
+    def __lt__(self, other):
+        return other.value < self.value
+
+    def __eq__(self, other):
+        return self.value == other.value
