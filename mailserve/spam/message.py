@@ -268,13 +268,15 @@ class _HTMLExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "a" and self._anchor_href is not None:
             if len(self.links) < self._max_urls:
-                found = _parse_url(self._anchor_href, " ".join("".join(self._anchor_text).split()))
+                shown = " ".join("".join(self._anchor_text)[:2000].split())[:300]
+                found = _parse_url(self._anchor_href, shown)
                 if found is not None:
                     self.links.append(found)
             self._anchor_href = None
             self.text.append(" ")  # keep neighbouring link texts apart
         # Close up to the matching open tag (HTML in mail is rarely well nested).
-        for index in range(len(self._stack) - 1, -1, -1):
+        # Look only a little way down, so unmatched end tags cost O(1) each.
+        for index in range(len(self._stack) - 1, max(-1, len(self._stack) - 65), -1):
             if self._stack[index][0] == tag:
                 for closed, was_hidden in self._stack[index:]:
                     if closed in self._SKIP:

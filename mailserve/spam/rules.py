@@ -103,7 +103,7 @@ def header_findings(message: AnalyzedMessage, now: float, our_names: frozenset[s
         if from_domain is None:
             yield "INVALID_FROM", froms[0][:60]
         else:
-            display = parsed[0][0]
+            display = parsed[0][0][:300]  # bounded: the pattern below is quadratic on long runs
             for found in re.findall(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)", display):
                 if found.lower() != from_domain:
                     yield "FROM_NAME_HAS_ADDRESS", display[:60]
@@ -221,7 +221,7 @@ def body_findings(message: AnalyzedMessage, psl: PublicSuffixList, settings: Spa
         if registered in settings.block_domains or ascii_host in settings.block_domains:
             fired.add("BLOCKLISTED_URL")
         if url.anchor_text:
-            shown = _DOMAIN_IN_TEXT.search(url.anchor_text)
+            shown = _DOMAIN_IN_TEXT.search(url.anchor_text[:300])
             if shown and "." in shown.group(1):
                 shown_domain = registered_domain(shown.group(1).lower(), psl)
                 if shown_domain and registered and shown_domain != registered and "." in shown_domain:

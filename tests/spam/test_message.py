@@ -134,3 +134,12 @@ def test_hostile_message_is_bounded():
 def test_arbitrary_bytes_never_raise(data):
     analyzed = analyze_message(data, max_scan_bytes=4096)
     tokenize(analyzed)
+
+
+def test_unbalanced_html_stays_linear():
+    html = "<div>" * 2000 + "</span>" * 40_000 + "text"
+    message = b"Content-Type: text/html\r\n\r\n" + html.encode()
+    started = time.monotonic()
+    analyzed = analyze_message(message, max_scan_bytes=1 << 20)
+    assert time.monotonic() - started < 2
+    assert "text" in analyzed.html_text
