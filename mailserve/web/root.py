@@ -123,6 +123,7 @@ class WebRoot:
         self._observe(request, "api")
         return await self.api.render(request)
 
+    @app.route("/admin/", branch=True)
     @app.route("/admin", branch=True)
     def admin_branch(self, request: Request) -> Any:
         self._observe(request, "admin")

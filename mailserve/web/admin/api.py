@@ -672,7 +672,7 @@ class AdminAPI:
         except AdminError as e:
             return error_body(request, e.status, e.code, str(e), e.field)
         except Unauthenticated as e:
-            request.setHeader(b"WWW-Authenticate", b'Basic realm="mailserve", charset="UTF-8"')
+            request.setHeader(b"WWW-Authenticate", challenge(request))
             return error_body(request, 401, "unauthenticated", str(e))
         except Throttled as e:
             request.setHeader(b"Retry-After", b"900")
@@ -809,6 +809,18 @@ class AdminAPI:
         if self._document is None:
             self._document = build_openapi(self.table)
         return self._document
+
+
+def challenge(request: Request) -> bytes:
+    """The ``WWW-Authenticate`` of a 401 (RFC 9110 §11.6.1).
+
+    Scripts and command-line clients get the Basic challenge (RFC 7617 §2).  The web admin's own
+    requests (``X-Requested-With``) get a ``Session`` challenge instead: a Basic challenge would
+    make the browser open its own password dialog over the page.
+    """
+    if header(request, b"x-requested-with"):
+        return b'Session realm="mailserve"'
+    return b'Basic realm="mailserve", charset="UTF-8"'
 
 
 class _MethodNotAllowed(Exception):

@@ -93,6 +93,7 @@ class WebAdmin:
             request.setHeader(b"Retry-After", b"900")
             return error_body(request, 429, "throttled", str(e))
         except Unauthenticated:
+            request.setHeader(b"WWW-Authenticate", b'Session realm="mailserve"')
             return error_body(request, 401, "unauthenticated", "wrong login or password")
         session = self.auth.start_session(request, account)
         return json_body(request, 200, {"csrf_token": session.csrf, "account": account.name,

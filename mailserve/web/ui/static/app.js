@@ -14,7 +14,8 @@ function say(text, isError) {
 }
 
 async function api(method, path, body) {
-  const headers = {};
+  // X-Requested-With: the API then answers 401 without a Basic challenge (no browser dialog).
+  const headers = { "X-Requested-With": "mailserve-admin" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (state.csrf && method !== "GET") headers["X-CSRF-Token"] = state.csrf;
   const response = await fetch(path, { method, headers, credentials: "same-origin",
@@ -194,7 +195,7 @@ function bind() {
   $("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const v = formValues(event.target);
-    const response = await fetch("/admin/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    const response = await fetch("/admin/login", { method: "POST", headers: { "Content-Type": "application/json", "X-Requested-With": "mailserve-admin" },
       credentials: "same-origin", body: JSON.stringify({ login: v.login, password: v.password }) });
     const data = await response.json().catch(() => ({}));
     if (!response.ok) { say((data.error && data.error.message) || "login failed", true); return; }
@@ -204,7 +205,7 @@ function bind() {
     if (location.hash === "#status" || !location.hash) route(); else location.hash = "#status";
   });
   $("logout").addEventListener("click", async () => {
-    await fetch("/admin/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf || "" }, credentials: "same-origin" });
+    await fetch("/admin/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf || "", "X-Requested-With": "mailserve-admin" }, credentials: "same-origin" });
     showLogin();
   });
   $("domain-form").addEventListener("submit", async (event) => {
