@@ -52,6 +52,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
+from mailserve.config import PROTOCOLS
+
 #: The content type of the Prometheus text exposition format 0.0.4.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Latency buckets (seconds) for HTTP: from a cached health check to a large JMAP upload.
@@ -170,6 +172,13 @@ class ServerMetrics:
         self.http_request_duration = Histogram(
             "mailserve_http_request_duration_seconds", "HTTP request latency.", ["handler", "method"],
             buckets=HTTP_BUCKETS, registry=r)
+        # Every protocol's series exists from the start at 0, so rates and alerts work before the
+        # first event (Prometheus best practice: avoid missing metrics).
+        for protocol in PROTOCOLS:
+            for family in (self.messages_received, self.connections, self.connections_active, self.auth_failures):
+                family.labels(protocol=protocol)
+        for result in ("delivered", "deferred", "bounced"):
+            self.deliveries.labels(result=result)
         self.state = ServerStateCollector(server)
         r.register(self.state)
 
