@@ -494,8 +494,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Other packages (the outbound queue, DKIM) register their subcommands here.
-_EXTRA_COMMANDS: list = []
+def _queue_commands(subparsers, common) -> None:
+    from mailserve.smtp.cli import add_queue_commands
+
+    add_queue_commands(subparsers, common)
+
+
+#: Subcommands that live with their package: ``(subparsers, common parent parser) -> None``.
+def _spam_commands(subparsers, common) -> None:
+    from mailserve.spam.cli import register
+
+    register(subparsers, common)
+
+
+_EXTRA_COMMANDS: list = [_queue_commands, _spam_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,6 +173,9 @@ class MailServer(MultiService):
         self._opened = False
         #: Set when this start created the first administrator (printed once, never stored).
         self.initial_admin_password: str | None = None
+        from mailserve.web.metrics import ServerMetrics
+
+        self.metrics = ServerMetrics(self)
         self.setName("mailserve")
 
     # -- builders: each part built once, on first use ----------------------------------
@@ -225,6 +228,19 @@ class MailServer(MultiService):
         return self._part("directory", build)
 
     @property
+    def resolver(self):
+        """The one DNS resolver (``mailserve.dns``) every part shares."""
+        from mailserve.dns import Resolver
+
+        return self._part("resolver", lambda: Resolver(reactor=self.reactor))
+
+    @property
+    def outbound_queue(self):
+        from mailserve.smtp.queue import OutboundQueue
+
+        return self._part("outbound_queue", lambda: OutboundQueue.from_server(self))
+
+    @property
     def indexer(self):
         from mailserve.core.indexer import SearchIndexer
 
@@ -253,6 +269,7 @@ class MailServer(MultiService):
             self.metadata.start()
             self._bootstrap_administrator()
             self.indexer.setServiceParent(self)
+            self.outbound_queue.setServiceParent(self)
             for listener in self.config.listeners:
                 builder = protocol_builder(listener.protocol)
                 if builder is None:

@@ -197,15 +197,6 @@ def api_token(digest: bytes) -> bytes:
 API_TOKENS_PREFIX = b"dT"
 
 
-def dkim_key(domain_name: str, selector: str) -> bytes:
-    """A DKIM signing key of a domain (RFC 6376 §3.1: one selector names one key)."""
-    return b"dK" + domain_name.encode("utf-8") + b"\x00" + selector.encode("utf-8")
-
-
-def dkim_keys_prefix(domain_name: str) -> bytes:
-    return b"dK" + domain_name.encode("utf-8") + b"\x00"
-
-
 NEXT_CREDENTIAL = b"dScredential"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import pytest_twisted
 
@@ -30,10 +32,8 @@ def index_factory(request, tmp_path):
 
     yield make
     for index in opened:
-        try:
+        with contextlib.suppress(Exception):  # already closed by the test
             index.close()
-        except Exception:  # noqa: BLE001 - already closed by the test
-            pass
 
 
 @pytest.fixture
