@@ -241,6 +241,13 @@ class MailServer(MultiService):
         return self._part("outbound_queue", lambda: OutboundQueue.from_server(self))
 
     @property
+    def delivery_pipeline(self):
+        """The stages inbound mail passes before it is stored (``mailserve.smtp.stages``)."""
+        from mailserve.smtp.stages import build_pipeline
+
+        return self._part("delivery_pipeline", lambda: build_pipeline(self))
+
+    @property
     def indexer(self):
         from mailserve.core.indexer import SearchIndexer
 

@@ -433,12 +433,14 @@ async def h_queue_show(api: AdminAPI, c: Call) -> Any:
 
 
 async def h_queue_retry(api: AdminAPI, c: Call) -> Any:
-    await _d(api.admin.outbound_queue().retry(c.params["id"]))
+    if await _d(api.admin.outbound_queue().retry(c.params["id"])) is None:
+        raise NotFound(f"no queued message {c.params['id']}")
     return {"updated": str(c.params["id"])}
 
 
 async def h_queue_delete(api: AdminAPI, c: Call) -> Any:
-    await _d(api.admin.outbound_queue().delete(c.params["id"]))
+    if await _d(api.admin.outbound_queue().delete(c.params["id"])) is None:
+        raise NotFound(f"no queued message {c.params['id']}")
     return {"removed": str(c.params["id"])}
 
 

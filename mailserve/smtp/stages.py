@@ -1,0 +1,35 @@
+"""The server's inbound delivery pipeline: which stage fills each named step.
+
+``MailServer.delivery_pipeline`` calls :func:`build_pipeline` once; the SMTP listeners (and
+anything else that delivers inbound mail) share that one pipeline.  Each step is built by
+the package that owns it, so the SMTP package never learns how mail authentication, the
+spam filter or Sieve work inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailserve.smtp.pipeline import DeliveryPipeline, IDeliveryStage, PassThroughStage
+
+__all__ = ["build_pipeline"]
+
+
+def mail_authentication_stage(server: Any) -> IDeliveryStage:
+    """SPF, DKIM, DMARC and ARC results (``mailserve.mailauth``)."""
+    return PassThroughStage("mail authentication")
+
+
+def spam_verdict_stage(server: Any) -> IDeliveryStage:
+    """The spam filter's verdict (``mailserve.spam``)."""
+    return PassThroughStage("spam verdict")
+
+
+def sieve_stage(server: Any) -> IDeliveryStage:
+    """Each recipient's active Sieve script (``mailserve.sieve``)."""
+    return PassThroughStage("sieve")
+
+
+def build_pipeline(server: Any) -> DeliveryPipeline:
+    """The stages every inbound message passes, in order: later stages read earlier results."""
+    return DeliveryPipeline([mail_authentication_stage(server), spam_verdict_stage(server), sieve_stage(server)])
