@@ -16,11 +16,18 @@ log = Logger()
 
 def banner(server: Any) -> str:
     lines = [f"mailserve is running as {server.config.server.hostname}"]
+    admin_urls: list[str] = []
     for listener_id, addresses in sorted(server.listening().items()):
         listener = next(x for x in server.config.listeners if x.id == listener_id)
         where = ", ".join(f"{h}:{p}" for h, p in addresses)
         tls = " (TLS)" if listener.tls.implicit else ""
         lines.append(f"  {listener.protocol:<12} {where}{tls}")
+        if listener.protocol == "http" and addresses:
+            host, port = addresses[0]
+            scheme = "https" if listener.tls.implicit else "http"
+            shown = f"[{host}]" if ":" in host else host
+            admin_urls.append(f"web admin: {scheme}://{shown}:{port}/admin")
+    lines.extend(admin_urls)
     if server.initial_admin_password:
         lines.append(
             f"administrator login: admin / {server.initial_admin_password} "

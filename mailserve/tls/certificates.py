@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
+from zope.interface import implementer
 
 log = Logger()
 
@@ -103,14 +105,22 @@ def _context(pair: _Pair, min_version: str, ciphers: str) -> SSL.Context:
     return ctx
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class _ContextFactory:
-    """A Twisted server context factory backed by one prepared OpenSSL context."""
+    """A Twisted server connection creator backed by one prepared OpenSSL context.
+
+    Declaring ``IOpenSSLServerConnectionCreator`` (rather than only having ``getContext``) is
+    what Twisted expects of server TLS options; the SNI callback on the context does the rest.
+    """
 
     def __init__(self, context: SSL.Context) -> None:
         self._context = context
 
     def getContext(self) -> SSL.Context:
         return self._context
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
 
 
 class CertificateStore:
