@@ -14,6 +14,7 @@ key                                       value
 ``m`` acct ``C`` modseq                   change set committed at that modseq (the change log)
 ``m`` acct ``T`` hash(message-id)         thread id of the conversation holding that id
 ``m`` acct ``V`` name                     Sieve script (``mailserve.sieve``)
+``m`` acct ``v``                          name of the account's active Sieve script
 ``b`` sha256                              reference count of a blob
 ``p`` sha256                              parsed structure of a blob, cached at ingest
 ``d`` ``D`` domain                        domain record
@@ -136,6 +137,12 @@ def sieve_script(acct: int, name: str) -> bytes:
 
 def sieve_scripts_prefix(acct: int) -> bytes:
     return _account(acct, b"V")
+
+
+def sieve_active(acct: int) -> bytes:
+    """Where the name of the active Sieve script is kept: outside the script-name range, so a
+    scan of the scripts never meets it and no script name can collide with it."""
+    return _account(acct, b"v")
 
 
 def blob_refs(blob_id: str) -> bytes:

@@ -20,17 +20,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer, interfaces, task, threads
+from twisted.internet import defer, interfaces, threads
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailserve.directory.directory import AuthenticationFailed, TooManyFailures
 from mailserve.pop3.maildrop import Maildrop, MaildropLocks, MaildropMessage, load_maildrop
-from mailserve.pop3.sasl import SASLError, decode_base64, parse_plain
 from mailserve.pop3.transfer import MultilineEncoder, count_lines, cut_after_lines
+from mailserve.sasl import (
+    MECHANISMS,
+    Credentials,
+    LineReader,
+    LineTooLong,
+    LoginGuard,
+    LoginMechanism,
+    LoginOutcome,
+    PlainMechanism,
+    SASLCancelled,
+    SASLError,
+    decode_response,
+    encode_challenge,
+    start_mechanism,
+)
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -91,10 +104,12 @@ class POP3Session(Protocol, TimeoutMixin):
         self.secure = context.implicit_tls
         self.maildrop: Maildrop | None = None
         self._user: str | None = None
-        self._sasl_pending = False
-        self._auth_failures = 0
+        self._sasl: PlainMechanism | LoginMechanism | None = None
+        self._logins = LoginGuard(
+            context.directory, context.reactor, context.auth_failure_delay, context.max_auth_failures
+        )
         self._bad_commands = 0
-        self._buffer = b""
+        self._input = LineReader(MAX_LINE_LENGTH)
         self._busy = False
         self._processing = False
         self._reading_paused = False
@@ -164,7 +179,7 @@ class POP3Session(Protocol, TimeoutMixin):
     # -- input -------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
-        self._buffer += data
+        self._input.feed(data)
         self._process()
 
     def _process(self) -> None:
@@ -174,26 +189,20 @@ class POP3Session(Protocol, TimeoutMixin):
         self._processing = True
         try:
             while not self._busy and self._connected and not self.transport.disconnecting:
-                end = self._buffer.find(b"\n")
-                if end < 0:
-                    if len(self._buffer) > MAX_LINE_LENGTH:
-                        self._line_too_long()
+                try:
+                    line = self._input.next_line()
+                except LineTooLong:
+                    self._err("Line too long")
+                    self.transport.loseConnection()
                     break
-                line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-                if len(line) > MAX_LINE_LENGTH + 1:
-                    self._line_too_long()
+                if line is None:
                     break
-                self._run_line(line.removesuffix(b"\r"))
-            if self._busy and len(self._buffer) > MAX_PENDING_INPUT and not self._reading_paused:
+                self._run_line(line)
+            if self._busy and self._input.pending_bytes > MAX_PENDING_INPUT and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pauseProducing()
         finally:
             self._processing = False
-
-    def _line_too_long(self) -> None:
-        self._buffer = b""
-        self._err("Line too long")
-        self.transport.loseConnection()
 
     def _run_line(self, line: bytes) -> None:
         try:
@@ -228,9 +237,8 @@ class POP3Session(Protocol, TimeoutMixin):
             self._process()
 
     def _dispatch(self, line: bytes) -> defer.Deferred | None:
-        if self._sasl_pending:
-            self._sasl_pending = False
-            return self._sasl_response(line)
+        if self._sasl is not None:
+            return self._sasl_step(line)
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
@@ -276,7 +284,7 @@ class POP3Session(Protocol, TimeoutMixin):
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state == AUTHORIZATION:
             if self._may_authenticate:
-                caps += ["USER", "SASL PLAIN"]
+                caps += ["USER", "SASL " + " ".join(MECHANISMS)]
             if self._offers_stls:
                 caps.append("STLS")
         caps += ["EXPIRE NEVER", "IMPLEMENTATION mailserve"]
@@ -298,7 +306,7 @@ class POP3Session(Protocol, TimeoutMixin):
         self._ok("Begin TLS negotiation now")
         # Anything the client sent after STLS arrived in cleartext and could have been injected
         # by an attacker (CVE-2011-0411): drop it.
-        self._buffer = b""
+        self._input.clear()
         self.transport.startTLS(self.context.tls_context_factory())
         self.secure = True
         self._user = None
@@ -320,7 +328,7 @@ class POP3Session(Protocol, TimeoutMixin):
         if not password:
             self._bad_command("Wrong number of arguments")
             return None
-        return self._authenticate(user, password)
+        return self._authenticate(Credentials("", user, password))
 
     def do_AUTH(self, *args: str) -> defer.Deferred | None:
         """SASL (RFC 5034 §4); bare ``AUTH`` lists the mechanisms, as many clients expect."""
@@ -328,66 +336,69 @@ class POP3Session(Protocol, TimeoutMixin):
             return None
         if not args:
             self._ok("Supported mechanisms follow")
-            mechanisms = b"PLAIN\r\n" if self._may_authenticate else b""
-            self.transport.write(mechanisms + b".\r\n")
+            mechanisms = "".join(f"{name}\r\n" for name in MECHANISMS) if self._may_authenticate else ""
+            self.transport.write(mechanisms.encode() + b".\r\n")
             return None
-        if args[0].upper() != "PLAIN":
+        try:
+            mechanism = start_mechanism(args[0])
+        except SASLError:
             self._err("Unsupported authentication mechanism")
             return None
         if not self._may_authenticate:
             self._err("Plaintext authentication is disabled; use STLS first", "AUTH")
             return None
+        self._sasl = mechanism
         if len(args) == 2:
-            return self._sasl_response(args[1].encode("ascii", "replace"))
-        self._sasl_pending = True
-        self.transport.write(b"+ \r\n")
-        return None
+            return self._sasl_step(args[1].encode("ascii", "replace"))
+        return self._sasl_advance(None)
 
-    def _sasl_response(self, line: bytes) -> defer.Deferred | None:
-        if line.strip() == b"*":
-            self._err("Authentication cancelled")  # RFC 5034 §4
-            return None
+    def _sasl_step(self, line: bytes) -> defer.Deferred | None:
+        """One client response of a SASL exchange (RFC 5034 §4)."""
         try:
-            credentials = parse_plain(decode_base64(line))
+            response = decode_response(line)
+        except SASLCancelled:
+            self._sasl = None
+            self._err("Authentication cancelled")  # RFC 5034 §4: "*" gets a negative response
+            return None
         except SASLError as e:
+            self._sasl = None
             self._err(f"Authentication failed: {e}", "AUTH")
             return None
-        return self._authenticate(credentials.authcid, credentials.password)
+        return self._sasl_advance(response)
 
-    def _authenticate(self, login: str, password: str) -> defer.Deferred:
-        peer = self.transport.getPeer()
-        remote_ip = getattr(peer, "host", None)
-        d = self.context.directory.authenticate(login, password, remote_ip)
-        d.addCallbacks(self._authenticated, self._authentication_failed)
-        return d
+    def _sasl_advance(self, response: bytes | None) -> defer.Deferred | None:
+        try:
+            result = self._sasl.step(response)
+        except SASLError as e:
+            self._sasl = None
+            self._err(f"Authentication failed: {e}", "AUTH")
+            return None
+        if isinstance(result, Credentials):
+            self._sasl = None
+            return self._authenticate(result)
+        self.transport.write(f"+ {encode_challenge(result)}\r\n".encode("ascii"))
+        return None
 
-    def _authentication_failed(self, failure: Failure) -> defer.Deferred | None:
-        failure.trap(AuthenticationFailed)
+    def _authenticate(self, credentials: Credentials) -> defer.Deferred:
+        remote_ip = getattr(self.transport.getPeer(), "host", None)
+        return self._logins.login_deferred(credentials, remote_ip).addCallback(self._login_finished)
+
+    def _login_finished(self, outcome: LoginOutcome) -> defer.Deferred | None:
         if not self._connected:
             return None
-        self._auth_failures += 1
-        too_many = failure.check(TooManyFailures) is not None
-        last = too_many or self._auth_failures >= self.context.max_auth_failures
-
-        def answer(_: Any = None) -> None:
-            if not self._connected:
-                return
-            if too_many:
-                self._err("Too many failed logins from your address; try again later", "SYS/TEMP")
-            else:
-                self._err("Invalid user name or password", "AUTH")
-            if last:
-                raise _CloseAfterReply()
-
-        # Slow down password guessing: every failure costs the client a delay.
-        if self.context.auth_failure_delay > 0:
-            return task.deferLater(self.context.reactor, self.context.auth_failure_delay, answer)
-        answer()
+        if outcome.succeeded:
+            return self._authenticated(outcome.account)
+        if outcome.reason == "throttled":
+            self._err("Too many failed logins from your address; try again later", "SYS/TEMP")
+        elif outcome.reason == "authorization":
+            self._err("Not authorized to act as that user", "AUTH")
+        else:
+            self._err("Invalid user name or password", "AUTH")
+        if outcome.disconnect:
+            raise _CloseAfterReply()
         return None
 
     def _authenticated(self, account: Any) -> defer.Deferred | None:
-        if not self._connected:
-            return None
         if not self.context.locks.acquire(account.id):
             # RFC 2449 §8.1.2; RFC 1939 §4: the maildrop stays with the session holding it.
             self._err("Mailbox is locked by another POP3 session", "IN-USE")

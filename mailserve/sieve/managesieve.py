@@ -18,15 +18,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from mailserve.config import ListenerConfig
-from mailserve.directory.directory import AuthenticationFailed, TooManyFailures
-from mailserve.pop3.sasl import SASLError, decode_base64, parse_plain
+from mailserve.sasl import (
+    MECHANISMS,
+    Credentials,
+    LineReader,
+    LineTooLong,
+    LoginGuard,
+    LoginMechanism,
+    LoginOutcome,
+    PlainMechanism,
+    SASLCancelled,
+    SASLError,
+    decode_response,
+    encode_challenge,
+    start_mechanism,
+)
 from mailserve.sieve.errors import SieveSyntaxError
 from mailserve.sieve.extensions import SIEVE_CAPABILITY
 from mailserve.sieve.interpreter import SieveLimits, compile_script
@@ -90,22 +103,25 @@ class CommandReader:
 
     def __init__(self, max_literal: int) -> None:
         self.max_literal = max_literal
-        self.buffer = bytearray()
+        self.lines = LineReader(MAX_LINE_LENGTH)
         self._tokens: list[Atom | String] = []
         self._literal_left = 0
         self._literal: bytearray | None = None
         self._literal_dropped = False
         self._in_literal = False
 
+    def feed(self, data: bytes) -> None:
+        self.lines.feed(data)
+
     def reset(self) -> None:
         """Forget everything unread (STARTTLS: cleartext after the command is not trusted)."""
-        self.buffer.clear()
+        self.lines.clear()
         self._tokens = []
         self._in_literal = False
 
     @property
     def pending_bytes(self) -> int:
-        return len(self.buffer)
+        return self.lines.pending_bytes
 
     def next_command(self) -> list[Atom | String] | None:
         """The next complete command's tokens, or ``None`` until more input arrives.
@@ -114,11 +130,10 @@ class CommandReader:
         """
         while True:
             if self._in_literal:
-                take = min(self._literal_left, len(self.buffer))
+                data = self.lines.take(self._literal_left)
                 if not self._literal_dropped:
-                    self._literal.extend(self.buffer[:take])
-                del self.buffer[:take]
-                self._literal_left -= take
+                    self._literal.extend(data)
+                self._literal_left -= len(data)
                 if self._literal_left:
                     return None
                 self._in_literal = False
@@ -127,17 +142,13 @@ class CommandReader:
                 else:
                     self._tokens.append(String(bytes(self._literal)))
                 self._literal = None
-            end = self.buffer.find(b"\n")
-            if end < 0:
-                if len(self.buffer) > MAX_LINE_LENGTH:
-                    self.reset()
-                    raise ProtocolError("line too long")
+            try:
+                line = self.lines.next_line()
+            except LineTooLong:
+                self.reset()
+                raise ProtocolError("line too long") from None
+            if line is None:
                 return None
-            line = bytes(self.buffer[:end]).removesuffix(b"\r")
-            del self.buffer[: end + 1]
-            if len(line) > MAX_LINE_LENGTH:
-                self._tokens = []
-                raise ProtocolError("line too long")
             try:
                 literal = self._tokenize(line)
             except ProtocolError:
@@ -249,8 +260,10 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         self.secure = context.implicit_tls
         self.account: Any = None
         self.reader = CommandReader(context.max_script_size)
-        self._sasl_pending = False
-        self._auth_failures = 0
+        self._sasl: PlainMechanism | LoginMechanism | None = None
+        self._logins = LoginGuard(
+            context.directory, context.reactor, context.auth_failure_delay, context.max_auth_failures
+        )
         self._bad_commands = 0
         self._busy = False
         self._processing = False
@@ -300,7 +313,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         """The capability list for this session's state (RFC 5804 §1.7)."""
         caps: list[tuple[str, str | None]] = [
             ("IMPLEMENTATION", "mailserve"),
-            ("SASL", "PLAIN" if self._may_authenticate and self.state == NOT_AUTHENTICATED else ""),
+            ("SASL", " ".join(MECHANISMS) if self._may_authenticate and self.state == NOT_AUTHENTICATED else ""),
             ("SIEVE", SIEVE_CAPABILITY),
         ]
         if self.context.starttls and not self.secure and self.state == NOT_AUTHENTICATED:
@@ -321,7 +334,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
     # -- input ----------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
-        self.reader.buffer.extend(data)
+        self.reader.feed(data)
         self._process()
 
     def _process(self) -> None:
@@ -393,8 +406,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
             raise _CloseAfterReply()
 
     def _dispatch(self, tokens: list[Atom | String]) -> defer.Deferred | None:
-        if self._sasl_pending:
-            self._sasl_pending = False
+        if self._sasl is not None:
             return self._sasl_continuation(tokens)
         if not tokens:
             return self._bad_command("Empty command")
@@ -472,72 +484,75 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         self._ok("TLS negotiation successful")
 
     def do_AUTHENTICATE(self, *args: Any) -> defer.Deferred | None:
-        """SASL PLAIN, with or without an initial response (RFC 5804 §2.1, RFC 4616)."""
+        """SASL PLAIN or LOGIN, with or without an initial response (RFC 5804 §2.1, RFC 4616)."""
         strings = self._strings(args, 1, 1)
         if strings is None:
             return None
-        if strings[0].value.upper() != b"PLAIN":
+        try:
+            mechanism = start_mechanism(strings[0].value.decode("utf-8", "replace"))
+        except SASLError:
             self._no("Unsupported authentication mechanism")
             return None
         if not self._may_authenticate:
             self._no("Authentication requires TLS; use STARTTLS first", "ENCRYPT-NEEDED")
             return None
+        self._sasl = mechanism
         if len(strings) == 2:
-            return self._sasl_plain(strings[1].value)
-        self._sasl_pending = True
-        self._write('""')  # an empty challenge: PLAIN's client speaks first
-        return None
+            return self._sasl_response(strings[1].value)
+        return self._sasl_advance(None)
 
     def _sasl_continuation(self, tokens: list[Atom | String]) -> defer.Deferred | None:
-        if len(tokens) != 1 or not isinstance(tokens[0], String):
+        """A client response to a challenge: one string (RFC 5804 §2.1)."""
+        if len(tokens) != 1 or not isinstance(tokens[0], String) or tokens[0].too_large:
+            self._sasl = None
             self._no("Authentication failed: a string was expected", "SASL")
             return None
-        if tokens[0].value == b"*":
-            self._no("Authentication cancelled")
-            return None
-        return self._sasl_plain(tokens[0].value)
+        return self._sasl_response(tokens[0].value)
 
-    def _sasl_plain(self, response: bytes) -> defer.Deferred | None:
+    def _sasl_response(self, data: bytes) -> defer.Deferred | None:
         try:
-            credentials = parse_plain(decode_base64(response))
+            response = decode_response(data)
+        except SASLCancelled:
+            self._sasl = None
+            self._no("Authentication cancelled")  # RFC 5804 §2.1: "*" aborts with NO
+            return None
         except SASLError as e:
+            self._sasl = None
             self._no(f"Authentication failed: {e}", "SASL")
             return None
-        remote_ip = getattr(self.transport.getPeer(), "host", None)
-        d = self.context.directory.authenticate(credentials.authcid, credentials.password, remote_ip)
-        d.addCallbacks(self._authenticated, self._authentication_failed)
-        return d
+        return self._sasl_advance(response)
 
-    def _authenticated(self, account: Any) -> None:
+    def _sasl_advance(self, response: bytes | None) -> defer.Deferred | None:
+        try:
+            result = self._sasl.step(response)
+        except SASLError as e:
+            self._sasl = None
+            self._no(f"Authentication failed: {e}", "SASL")
+            return None
+        if isinstance(result, Credentials):
+            self._sasl = None
+            remote_ip = getattr(self.transport.getPeer(), "host", None)
+            return self._logins.login_deferred(result, remote_ip).addCallback(self._login_finished)
+        self._write(quoted(encode_challenge(result)))
+        return None
+
+    def _login_finished(self, outcome: LoginOutcome) -> None:
         if not self._connected:
             return
-        self.account = account
-        self.state = AUTHENTICATED
-        self._ok("Logged in")
-
-    def _authentication_failed(self, failure: Failure) -> defer.Deferred | None:
-        failure.trap(AuthenticationFailed)
-        if not self._connected:
-            return None
-        self._auth_failures += 1
-        too_many = failure.check(TooManyFailures) is not None
-        last = too_many or self._auth_failures >= self.context.max_auth_failures
-
-        def answer(_: Any = None) -> None:
-            if not self._connected:
-                return
-            if too_many:
-                self._no("Too many failed logins from your address; try again later", "TRYLATER")
-            else:
-                self._no("Invalid user name or password")
-            if last:
-                self._reply("BYE", "Too many failed authentications")
-                raise _CloseAfterReply()
-
-        if self.context.auth_failure_delay > 0:
-            return task.deferLater(self.context.reactor, self.context.auth_failure_delay, answer)
-        answer()
-        return None
+        if outcome.succeeded:
+            self.account = outcome.account
+            self.state = AUTHENTICATED
+            self._ok("Logged in")
+            return
+        if outcome.reason == "throttled":
+            self._no("Too many failed logins from your address; try again later", "TRYLATER")
+        elif outcome.reason == "authorization":
+            self._no("Not authorized to act as that user")
+        else:
+            self._no("Invalid user name or password")
+        if outcome.disconnect:
+            self._reply("BYE", "Too many failed authentications")
+            raise _CloseAfterReply()
 
     # -- after authentication ------------------------------------------------------------------------
     def do_UNAUTHENTICATE(self, *args: Any) -> None:

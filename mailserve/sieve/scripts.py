@@ -1,10 +1,11 @@
 """Each account's Sieve scripts, kept in the metadata store: several per account, at most one active.
 
 ManageSieve (RFC 5804) edits them; delivery asks ``active_script(account)`` for the one to run.
-Script texts live under ``keys.sieve_script(account, name)``. The name of the active script is
-kept under ``keys.sieve_script(account, "")``: the empty name cannot be a script's (RFC 5804 §1.6
-and ``SETACTIVE ""``, §2.8, which means "no active script"), so that key never collides, and it
-sorts first in a prefix scan, which ``_scripts_txn`` skips.
+Script texts live under ``keys.sieve_script(account, name)``; the name of the active script is
+kept under its own key, ``keys.sieve_active(account)``, outside the range of script names. (Early
+versions kept it under the script key of the empty name; that key is still read when the new one
+is absent and is removed by the next activation, so no stored state is lost. A script named ""
+cannot exist: ``check_script_name`` refuses it, as ``SETACTIVE ""`` means "none", RFC 5804 §2.8.)
 
 Every check that must hold under concurrency (the quota on the number of scripts, "the active
 script cannot be deleted", names being unique) is made inside the write transaction that changes
@@ -54,7 +55,8 @@ class ScriptTooLarge(ScriptError):
     code = "QUOTA/MAXSIZE"
 
 
-def _active_key(account: int) -> bytes:
+def _legacy_active_key(account: int) -> bytes:
+    """Where early versions kept the active script's name (read, then migrated, never written)."""
     return keys.sieve_script(account, "")
 
 
@@ -92,17 +94,27 @@ class SieveScripts:
     @staticmethod
     def _scripts_txn(txn: Any, account: int) -> dict[str, bytes]:
         prefix = keys.sieve_scripts_prefix(account)
-        active_key = _active_key(account)
+        legacy_key = _legacy_active_key(account)
         return {
             key[len(prefix):].decode("utf-8"): value
             for key, value in txn.scan(prefix)
-            if key != active_key
+            if key != legacy_key
         }
 
     @staticmethod
     def _active_txn(txn: Any, account: int) -> str | None:
-        value = txn.get(_active_key(account))
+        value = txn.get(keys.sieve_active(account))
+        if value is None:
+            value = txn.get(_legacy_active_key(account))
         return value.decode("utf-8") if value else None
+
+    @staticmethod
+    def _set_active_txn(txn: Any, account: int, name: str | None) -> None:
+        txn.delete(_legacy_active_key(account))
+        if name:
+            txn.put(keys.sieve_active(account), name.encode("utf-8"))
+        else:
+            txn.delete(keys.sieve_active(account))
 
     def list_scripts(self, account: int) -> list[tuple[str, bool]]:
         """``(name, is_active)`` of every script, by name (LISTSCRIPTS, RFC 5804 §2.7)."""
@@ -172,12 +184,9 @@ class SieveScripts:
             name = check_script_name(name)
 
         def fn(txn: Any) -> None:
-            if not name:
-                txn.delete(_active_key(account))
-                return
-            if txn.get(keys.sieve_script(account, name)) is None:
+            if name and txn.get(keys.sieve_script(account, name)) is None:
                 raise NoSuchScript(f"there is no script named {name!r}")
-            txn.put(_active_key(account), name.encode("utf-8"))
+            self._set_active_txn(txn, account, name)
 
         return self.metadata.write(fn)
 
@@ -210,6 +219,6 @@ class SieveScripts:
             txn.delete(keys.sieve_script(account, old))
             txn.put(keys.sieve_script(account, new), value)
             if self._active_txn(txn, account) == old:
-                txn.put(_active_key(account), new.encode("utf-8"))
+                self._set_active_txn(txn, account, new)
 
         return self.metadata.write(fn)

@@ -83,7 +83,7 @@ def test_greeting_and_capabilities(pop3_server):
     assert welcome == b"+OK mail.example.test POP3 server ready"
     for capability in ("TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER", "STLS"):
         assert capability in caps
-    assert caps["SASL"] == ["PLAIN"]
+    assert caps["SASL"] == ["PLAIN", "LOGIN"]
     assert not JOKE_CAPABILITIES & set(caps)
 
 
@@ -123,7 +123,7 @@ def test_plaintext_login_refused_before_stls_then_allowed(pop3_server):
     assert "STLS" in before and "USER" not in before and "SASL" not in before
     assert str(refused).startswith("b'-ERR [AUTH]")
     assert str(refused_sasl).startswith("b'-ERR [AUTH]")
-    assert "STLS" not in after and "USER" in after and after["SASL"] == ["PLAIN"]
+    assert "STLS" not in after and "USER" in after and after["SASL"] == ["PLAIN", "LOGIN"]
     assert stat == (3, 3 * len(sample_message(1)))
 
 
@@ -214,7 +214,36 @@ def test_sasl_cancel_bad_base64_and_proxy_authorization_are_refused(pop3_server)
     assert bad_base64.startswith(b"-ERR [AUTH]")
     assert proxy.startswith(b"-ERR [AUTH]")
     assert unknown == b"-ERR Unsupported authentication mechanism"
-    assert listing[1] == [b"PLAIN"]
+    assert listing[1] == [b"PLAIN", b"LOGIN"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_sasl_login_and_authzid_naming_the_same_account(pop3_server):
+    """LOGIN prompts for user name then password; an authzid may name the login's own account."""
+
+    def client():
+        c = poplib.POP3(pop3_server.host, pop3_server.port, timeout=10)
+        c._putcmd("AUTH LOGIN")
+        prompts = [c._getline()[0]]
+        c._putcmd(base64.b64encode(USER.encode()).decode())
+        prompts.append(c._getline()[0])
+        logged_in = c._shortcmd(base64.b64encode(PASSWORD.encode()).decode())
+        c.quit()
+        c = poplib.POP3(pop3_server.host, pop3_server.port, timeout=10)
+        c._putcmd("AUTH LOGIN " + base64.b64encode(USER.encode()).decode())  # initial response
+        with_initial = c._getline()[0]
+        c._shortcmd(base64.b64encode(PASSWORD.encode()).decode())
+        c.quit()
+        c = poplib.POP3(pop3_server.host, pop3_server.port, timeout=10)
+        self_authzid = c._shortcmd("AUTH PLAIN " + plain_response(USER, PASSWORD, authzid=USER.upper()))
+        c.quit()
+        return prompts, logged_in, with_initial, self_authzid
+
+    prompts, logged_in, with_initial, self_authzid = yield in_thread(client)
+    assert prompts == [b"+ " + base64.b64encode(b"Username:"), b"+ " + base64.b64encode(b"Password:")]
+    assert logged_in.startswith(b"+OK Logged in")
+    assert with_initial == b"+ " + base64.b64encode(b"Password:")
+    assert self_authzid.startswith(b"+OK Logged in")
 
 
 def _error_of(client: poplib.POP3, line: str) -> bytes:

@@ -143,7 +143,7 @@ def in_thread(fn, *args):
 
 def read_all(data: bytes, max_literal: int = 100) -> list:
     reader = CommandReader(max_literal)
-    reader.buffer.extend(data)
+    reader.feed(data)
     commands = []
     while True:
         try:
@@ -177,9 +177,9 @@ def test_reader_reports_malformed_commands():
 
 def test_reader_waits_for_a_split_literal():
     reader = CommandReader(100)
-    reader.buffer.extend(b"CHECKSCRIPT {9+}\r\nkeep")
+    reader.feed(b"CHECKSCRIPT {9+}\r\nkeep")
     assert reader.next_command() is None
-    reader.buffer.extend(b"; #ab\r\n")
+    reader.feed(b"; #ab\r\n")
     assert reader.next_command()[1].value == b"keep; #ab"
 
 
@@ -204,7 +204,7 @@ def test_greeting_lists_capabilities(sieve_server):
     greeting, again, after = yield in_thread(client)
     caps = capabilities(greeting)
     assert caps["SIEVE"] == SIEVE_CAPABILITY  # exactly what the interpreter implements
-    assert caps["SASL"] == "PLAIN"
+    assert caps["SASL"] == "PLAIN LOGIN"
     assert caps["IMPLEMENTATION"] == "mailserve" and caps["VERSION"] == "1.0"
     assert caps["MAXREDIRECTS"] == "4"
     assert "STARTTLS" in caps and "UNAUTHENTICATE" in caps and "OWNER" not in caps
@@ -231,7 +231,7 @@ def test_starttls_required_for_authentication_on_a_strict_listener(sieve_server)
     assert before["SASL"] == "" and "STARTTLS" in before
     assert refused[-1].startswith(b"NO (ENCRYPT-NEEDED)")
     # RFC 5804 §2.2: the capabilities are sent again once TLS is up.
-    assert capabilities(after_tls)["SASL"] == "PLAIN" and "STARTTLS" not in capabilities(after_tls)
+    assert capabilities(after_tls)["SASL"] == "PLAIN LOGIN" and "STARTTLS" not in capabilities(after_tls)
     assert after_tls[-1].startswith(b"OK")
     assert again[-1].startswith(b"NO")
     assert listed == [b'OK "Listscripts completed"']
@@ -271,10 +271,13 @@ def test_authenticate_forms_and_failures(sieve_server):
         out["continued"] = c.command(literal(plain()))  # the response as a literal
         out["unauthenticate"] = c.command("UNAUTHENTICATE")
         out["after_unauth"] = c.command("LISTSCRIPTS")
-        proxy = base64.b64encode(f"bob\0{USER}\0{PASSWORD}".encode()).decode()
+        own = base64.b64encode(f"{USER.upper()}\0{USER}\0{PASSWORD}".encode()).decode()
+        out["own_authzid"] = c.command(f'AUTHENTICATE "PLAIN" "{own}"')
+        c.command("UNAUTHENTICATE")
+        out["bad_base64"] = c.command('AUTHENTICATE "PLAIN" "not*base64"')
+        proxy = base64.b64encode(f"bob@example.test\0{USER}\0{PASSWORD}".encode()).decode()
         out["proxy"] = c.command(f'AUTHENTICATE "PLAIN" "{proxy}"')
-        out["wrong1"] = c.command(f'AUTHENTICATE "PLAIN" "{plain(password="nope")}"')
-        out["wrong2"] = c.command(f'AUTHENTICATE "PLAIN" "{plain(password="nope")}"')
+        out["wrong"] = c.command(f'AUTHENTICATE "PLAIN" "{plain(password="nope")}"')
         out["bye"] = c.response()
         out["closed"] = c.file.readline()
         c.close()
@@ -288,11 +291,32 @@ def test_authenticate_forms_and_failures(sieve_server):
     assert out["continued"] == [b'OK "Logged in"']
     assert out["unauthenticate"] == [b'OK "Logged out"']
     assert out["after_unauth"][-1].startswith(b"NO")
-    assert out["proxy"][-1].startswith(b"NO (SASL)")
-    assert out["wrong1"] == [b'NO "Invalid user name or password"']
-    assert out["wrong2"] == [b'NO "Invalid user name or password"']
+    assert out["own_authzid"] == [b'OK "Logged in"']
+    assert out["bad_base64"][-1].startswith(b"NO (SASL)")
+    # A valid password with an authzid naming someone else is a failed login (RFC 4616 §2).
+    assert out["proxy"] == [b'NO "Not authorized to act as that user"']
+    assert out["wrong"] == [b'NO "Invalid user name or password"']
     assert out["bye"] == [b'BYE "Too many failed authentications"']
     assert out["closed"] == b""
+
+
+@pytest_twisted.inlineCallbacks
+def test_authenticate_login_mechanism(sieve_server):
+    def client():
+        c = sieve_server.client(login=False)
+        c.send(b'AUTHENTICATE "LOGIN"\r\n')
+        prompts = [c.file.readline()]
+        c.send(b'"' + base64.b64encode(USER.encode()) + b'"\r\n')
+        prompts.append(c.file.readline())
+        done = c.command('"' + base64.b64encode(PASSWORD.encode()).decode() + '"')
+        listing = c.command("LISTSCRIPTS")
+        c.close()
+        return prompts, done, listing
+
+    prompts, done, listing = yield in_thread(client)
+    assert prompts == [b'"VXNlcm5hbWU6"\r\n', b'"UGFzc3dvcmQ6"\r\n']  # "Username:", "Password:"
+    assert done == [b'OK "Logged in"']
+    assert listing[-1].startswith(b"OK")
 
 
 # -- scripts ------------------------------------------------------------------------------------------

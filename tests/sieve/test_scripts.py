@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
+from mailserve.core import keys
 from mailserve.sieve.scripts import (
     InvalidScriptName,
     NoSuchScript,
@@ -44,6 +45,41 @@ def test_put_list_get_and_activate(scripts):
     assert scripts.list_scripts(2) == []
     with pytest.raises(NoSuchScript):
         scripts.get_script(2, "a")
+
+
+@pytest_twisted.inlineCallbacks
+def test_active_name_has_its_own_key(scripts, metadata):
+    """The active script's name lives under keys.sieve_active, never among the script keys."""
+    yield scripts.put_script(1, "vacation", "keep;", **LIMITS)
+    yield scripts.set_active(1, "vacation")
+
+    def stored(txn):
+        script_keys = [key for key, _ in txn.scan(keys.sieve_scripts_prefix(1))]
+        return script_keys, txn.get(keys.sieve_active(1))
+
+    script_keys, active = metadata.read(stored)
+    assert script_keys == [keys.sieve_script(1, "vacation")]
+    assert active == b"vacation"
+    assert not keys.sieve_active(1).startswith(keys.sieve_scripts_prefix(1))
+    yield scripts.set_active(1, "")
+    assert metadata.read(lambda txn: txn.get(keys.sieve_active(1))) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_active_name_stored_by_earlier_versions_is_read_then_migrated(scripts, metadata):
+    """Early versions kept the active name under the script key of the empty name."""
+    yield scripts.put_script(1, "old", "keep;", **LIMITS)
+    yield scripts.put_script(1, "new", "discard;", **LIMITS)
+    yield metadata.write(lambda txn: txn.put(keys.sieve_script(1, ""), b"old"))
+    assert scripts.list_scripts(1) == [("new", False), ("old", True)]  # not listed as a script
+    assert scripts.active_script(1) == ("old", "keep;")
+    with pytest.raises(ScriptIsActive):
+        yield scripts.delete_script(1, "old")
+    yield scripts.set_active(1, "new")
+    assert metadata.read(lambda txn: txn.get(keys.sieve_script(1, ""))) is None
+    assert scripts.active_script(1) == ("new", "discard;")
+    yield scripts.delete_script(1, "old")
+    assert scripts.list_scripts(1) == [("new", True)]
 
 
 @pytest_twisted.inlineCallbacks
