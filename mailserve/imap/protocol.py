@@ -371,7 +371,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 return
             self._updates(name, name == "UID")
             code, _, text = (result or "").rpartition("\0")
-            self._tagged(tag, "OK", text or f"{name} completed", code or None)
+            self._tagged(tag, "OK", text or f"{self._current or name} completed", code or None)
         finally:
             self._current = ""
 
@@ -836,7 +836,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         returns: set[str] = set()
         status_items: list[str] = []
         i = 0
+        extended = False
         if args and isinstance(args[0], list):
+            extended = True
             for opt in args[0]:
                 if not isinstance(opt, Atom) or opt.upper() not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH",
                                                                      "SPECIAL-USE"):
@@ -851,6 +853,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         reference = astring(args[i], "reference")
         pattern_token = args[i + 1]
         patterns_raw = pattern_token if isinstance(pattern_token, list) else [pattern_token]
+        if isinstance(pattern_token, list) and not pattern_token:
+            raise BadCommand("LIST expects at least one mailbox pattern in the list")
         patterns = [astring(p, "pattern") for p in patterns_raw]
         if not self.utf8:
             reference = decode_mailbox_name(reference)
@@ -876,15 +880,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     raise BadCommand(f"unknown LIST return option {str(opt)[:40]}")
                 returns.add(upper)
                 j += 1
-        if not patterns_raw or (len(patterns) == 1 and patterns[0] == "" and not isinstance(pattern_token, list)):
+        if len(patterns) == 1 and patterns[0] == "" and not isinstance(pattern_token, list):
             # RFC 9051 §6.3.9: an empty pattern asks for the hierarchy delimiter.
             self.send(b'* LIST (\\Noselect) "/" ""')
             return None
-        extended = bool(selection or returns or status_items or isinstance(pattern_token, list))
+        extended = extended or bool(returns or status_items or isinstance(pattern_token, list) or rest)
         await self._list(reference, patterns, selection, returns, status_items, extended, lsub=False)
         return None
 
     async def do_LSUB(self, tag: str, args: list) -> str | None:
+        if self.rev2:
+            # RFC 9051 Appendix E item 5: LSUB is replaced by LIST (SUBSCRIBED).
+            raise BadCommand("LSUB is not part of IMAP4rev2; use LIST (SUBSCRIBED)")
         if len(args) != 2:
             raise BadCommand("LSUB expects a reference and a pattern")
         reference, pattern = astring(args[0], "reference"), astring(args[1], "pattern")
@@ -895,56 +902,65 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     async def _list(self, reference: str, patterns: list[str], selection: set[str], returns: set[str],
                     status_items: list[str], extended: bool, lsub: bool) -> None:
+        """The LIST / LSUB answer.
+
+        Selection options filter names (RFC 5258 §3.1): SUBSCRIBED adds subscribed names
+        that do not exist (``\\NonExistent``), SPECIAL-USE keeps mailboxes with a special
+        use (RFC 6154 §3).  With RECURSIVEMATCH, a name the pattern reaches is also listed
+        when a descendant the pattern does not reach matches the selection, with the
+        CHILDINFO extended data item (RFC 5258 §3.5; a CHILDINFO that would repeat a
+        returned descendant is suppressed).  LSUB has the same rule built in: ``LSUB "" %``
+        returns ``foo`` with ``\\Noselect`` when only ``foo/bar`` is subscribed
+        (RFC 3501 §6.3.9).  ``\\HasChildren`` counts existing mailboxes only (RFC 5258 §4).
+        """
         mailboxes = {m.name: m for m in self.core.list_mailboxes(self.account.id)}
         subscribed = set(self.core.subscriptions(self.account.id))
         matchers = [_pattern_regex(_join_reference(reference, p)) for p in patterns]
-        names = set(mailboxes)
-        if "SUBSCRIBED" in selection:
-            names |= subscribed
-        children: dict[str, bool] = {}
-        for name in names | set(mailboxes):
-            parent = name.rpartition(SEPARATOR)[0]
-            while parent:
-                children[parent] = True
-                parent = parent.rpartition(SEPARATOR)[0]
-        sub_parents: set[str] = set()
-        for name in subscribed:
-            parent = name.rpartition(SEPARATOR)[0]
-            while parent:
-                sub_parents.add(parent)
-                parent = parent.rpartition(SEPARATOR)[0]
-        candidates = sorted(names | (set(children) if "RECURSIVEMATCH" in selection else set()),
-                            key=lambda n: (n != "INBOX", n))
-        for name in candidates:
-            if not any(m.match(name) for m in matchers):
+
+        def matches(name: str) -> bool:
+            return any(m.match(name) for m in matchers)
+
+        def meets_selection(name: str) -> bool:
+            if "SUBSCRIBED" in selection and name not in subscribed:
+                return False
+            if "SPECIAL-USE" in selection:
+                mailbox = mailboxes.get(name)
+                return mailbox is not None and mailbox.role in ROLE_ATTRIBUTES
+            return True
+
+        has_children = {ancestor for name in mailboxes for ancestor in _ancestors(name)}
+        base = set(mailboxes) | (subscribed if "SUBSCRIBED" in selection else set())
+        selected_names = {name for name in base if meets_selection(name)}
+        childinfo: set[str] = set()
+        if "RECURSIVEMATCH" in selection or lsub:
+            for name in selected_names:
+                if not matches(name):
+                    childinfo.update(a for a in _ancestors(name) if matches(a))
+        criteria = [c for c in ("SUBSCRIBED", "SPECIAL-USE") if c in selection]
+        for name in sorted(selected_names | childinfo, key=lambda n: (n != "INBOX", n)):
+            if not matches(name):
                 continue
             mailbox = mailboxes.get(name)
-            is_sub = name in subscribed
             attrs: list[str] = []
-            childinfo = False
-            if "SUBSCRIBED" in selection and not is_sub:
-                # RFC 5258 §3.5: with RECURSIVEMATCH a parent of subscribed mailboxes is
-                # listed with CHILDINFO even when it is not subscribed itself.
-                if "RECURSIVEMATCH" not in selection or name not in sub_parents:
-                    continue
-                childinfo = True
-            if "SPECIAL-USE" in selection and (mailbox is None or mailbox.role not in ROLE_ATTRIBUTES):
+            if lsub:
+                if name not in selected_names or mailbox is None:
+                    attrs.append("\\Noselect")
+                self.send(b"* LSUB (" + " ".join(attrs).encode() + b') "/" ' + self.mailbox_out(name))
                 continue
             if mailbox is None:
                 attrs.append("\\NonExistent" if extended else "\\Noselect")
-            if not lsub:
-                attrs.append("\\HasChildren" if children.get(name) else "\\HasNoChildren")
-            if is_sub and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns) and not lsub:
+            attrs.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
+            if name in subscribed and ("SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
                 attrs.append("\\Subscribed")
-            if (mailbox is not None and mailbox.role in ROLE_ATTRIBUTES and not lsub
+            if (mailbox is not None and mailbox.role in ROLE_ATTRIBUTES
                     and ("SPECIAL-USE" in returns or "SPECIAL-USE" in selection or not extended)):
                 attrs.append(ROLE_ATTRIBUTES[mailbox.role])
-            line = (b"* LSUB (" if lsub else b"* LIST (") + " ".join(attrs).encode() + b') "/" ' + \
-                self.mailbox_out(name)
-            if childinfo:
-                line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+            line = b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + self.mailbox_out(name)
+            if name in childinfo and "RECURSIVEMATCH" in selection:
+                line += b' ("CHILDINFO" (' + " ".join(f'"{c}"' for c in criteria).encode() + b"))"
             self.send(line)
             if status_items and mailbox is not None:
+                # RFC 5819 §2: the STATUS of each listed selectable mailbox follows its LIST.
                 self.send(b"* STATUS " + self.mailbox_out(name) + b" " + self._status_line(mailbox, status_items))
 
     def _status_items(self, items: list) -> list[str]:
@@ -952,6 +968,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         for item in items:
             if not isinstance(item, Atom) or item.upper() not in STATUS_ITEMS:
                 raise BadCommand(f"unknown STATUS item {str(item)[:40]}")
+            if self.rev2 and item.upper() == "RECENT":
+                # RFC 9051 Appendix E item 7: \\Recent and RECENT are gone in IMAP4rev2.
+                raise BadCommand("STATUS RECENT is not part of IMAP4rev2")
             out.append(item.upper())
         if not out:
             raise BadCommand("STATUS expects at least one item")
@@ -966,8 +985,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         parts = []
         for item in items:
             if item == "RECENT":
+                # Messages no session has seen yet, as SELECT would mark them \\Recent
+                # (RFC 3501 §2.3.2): UIDs above the last claimed one.
                 claimed = self.factory.recent_claims.get((self.account.id, mailbox.id), 0)
-                value = max(0, min(mailbox.messages, mailbox.uidnext - 1 - claimed)) if claimed else 0
+                value = max(0, min(mailbox.messages, mailbox.uidnext - 1 - claimed))
             else:
                 value = values[item]
             parts.append(f"{item} {value}")
@@ -1033,34 +1054,53 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         return None
 
     async def do_GETQUOTAROOT(self, tag: str, args: list) -> str | None:
-        """RFC 9208 §4.3: every mailbox of an account shares the one root ""."""
+        """RFC 9208 §4.3: every mailbox of an account shares the one root ``""``.
+
+        An account without limits has no quota root: the QUOTAROOT response names none
+        and no QUOTA response follows (a ``quota-list`` needs at least one resource).
+        """
         if len(args) != 1:
             raise BadCommand("GETQUOTAROOT expects a mailbox name")
         mailbox = self.find_mailbox(self.mailbox_arg(args[0]))
-        self.send(b"* QUOTAROOT " + self.mailbox_out(mailbox.name) + b' ""')
-        self._send_quota()
+        resources = self._quota_resources()
+        self.send(b"* QUOTAROOT " + self.mailbox_out(mailbox.name) + (b' ""' if resources else b""))
+        if resources:
+            self.send(b'* QUOTA "" (' + resources + b")")
         return None
 
     async def do_GETQUOTA(self, tag: str, args: list) -> str | None:
+        """RFC 9208 §4.2: the usage and limits of a quota root; NO for a root that does not exist."""
         if len(args) != 1:
             raise BadCommand("GETQUOTA expects a quota root")
-        if astring(args[0], "quota root") != "":
+        resources = self._quota_resources()
+        if astring(args[0], "quota root") != "" or not resources:
             raise CommandFailed("no such quota root", "NONEXISTENT")
-        self._send_quota()
+        self.send(b'* QUOTA "" (' + resources + b")")
         return None
 
-    def _send_quota(self) -> None:
+    def _quota_resources(self) -> bytes:
+        """``STORAGE used limit MESSAGE used limit`` for the limits the account has."""
         quota = self.core.get_quota(self.account.id)
         resources = []
         if quota.bytes_limit:
-            # STORAGE is in units of 1024 octets (RFC 9208 §5.1).
+            # STORAGE is in units of 1024 octets (RFC 9208 §5.1), usage rounded up.
             resources.append(f"STORAGE {(quota.bytes_used + 1023) // 1024} {quota.bytes_limit // 1024}")
         if quota.messages_limit:
             resources.append(f"MESSAGE {quota.messages_used} {quota.messages_limit}")
-        self.send(b'* QUOTA "" (' + " ".join(resources).encode() + b")")
+        return " ".join(resources).encode()
 
     async def do_SETQUOTA(self, tag: str, args: list) -> str | None:
-        # Quotas are set by administrators (the admin API / CLI), RFC 9208 §4.1.4 allows refusal.
+        """Quotas are set by administrators (admin API / CLI); RFC 9208 §4.1.4 lets a server refuse."""
+        if len(args) != 2 or not isinstance(args[1], list):
+            raise BadCommand("SETQUOTA expects a quota root and a list of resource limits")
+        astring(args[0], "quota root")
+        limits = args[1]
+        if len(limits) % 2:
+            raise BadCommand("SETQUOTA limits are resource name and number pairs")
+        for k in range(0, len(limits), 2):
+            if not isinstance(limits[k], Atom):
+                raise BadCommand("quota resource names are atoms")
+            number(limits[k + 1], "quota limit", MAX_NUMBER64)
         raise CommandFailed("quotas are set by the administrator", "NOPERM")
 
     # ============================================================================================
@@ -1351,6 +1391,16 @@ def _join_reference(reference: str, pattern: str) -> str:
     if reference.endswith(SEPARATOR):
         return reference + pattern
     return reference + SEPARATOR + pattern
+
+
+def _ancestors(name: str) -> list[str]:
+    """``a/b/c`` -> ``["a/b", "a"]``: the names above a mailbox in the hierarchy."""
+    out = []
+    parent = name.rpartition(SEPARATOR)[0]
+    while parent:
+        out.append(parent)
+        parent = parent.rpartition(SEPARATOR)[0]
+    return out
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
