@@ -292,3 +292,15 @@ SPAM_REPUTATION_PREFIX = b"sR"
 def spam_reputation(kind: str, value: str) -> bytes:
     """Reputation of one sender identity: ``kind`` is ``ip``, ``domain`` or ``address``."""
     return SPAM_REPUTATION_PREFIX + kind.encode("ascii") + b":" + value.encode("utf-8")
+
+
+# -- Sieve reply and duplicate tracking (``mailserve.sieve.stage``) -------------------
+#   ``m`` acct ``W`` key                 expiry (u64 seconds since the epoch) of a tracked key:
+#                                        ``vacation:<sha256>`` (RFC 5230 §4.2), ``duplicate:<sha256>``
+#                                        (RFC 7352 §3), ``redirect:<sha256>`` (a redirect already sent)
+def sieve_tracking(acct: int, key: str) -> bytes:
+    return _account(acct, b"W") + key.encode("utf-8")
+
+
+def sieve_tracking_prefix(acct: int) -> bytes:
+    return _account(acct, b"W")

@@ -87,6 +87,10 @@ class SieveEnvironment:
     user_addresses: tuple[str, ...] = ()
     #: RFC 5233 §2: the character between user and detail.
     subaddress_separator: str = "+"
+    #: ``(user, detail)`` of the envelope recipient as the directory resolved it, when known:
+    #: RFC 5233 §4 leaves the split to the site, and the mailbox the mail reached is the truth
+    #: (``alice+x@`` may be an address of its own).  ``None``: split at the separator.
+    envelope_to_parts: tuple[str, str | None] | None = None
     #: Vacation periods are clamped to this range (RFC 5230 §4.1, RFC 6131 §2).
     vacation_min_seconds: int = 86400
     vacation_max_seconds: int = 90 * 86400

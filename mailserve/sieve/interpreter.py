@@ -760,6 +760,10 @@ class _Execution:
                     values.append("")
                 continue
             value = self._address_part(node, address)
+            known = self.env.envelope_to_parts
+            if part == "to" and known is not None and (node.tags.get("user") or node.tags.get("detail")):
+                # RFC 5233 §4: the delivery agent knows how it split the recipient.
+                value = known[0] if node.tags.get("user") else known[1]
             if value is not None:
                 values.append(value)
         return self._match(frame, node, values, self._strings(frame, node.args[1]))

@@ -9,6 +9,11 @@ disk for every recipient (RFC 5321 §6.1: the server takes responsibility with i
 A ``Return-Path:`` field carrying the reverse-path is prepended at delivery (RFC 5321
 §4.4: "the final delivery SMTP server" adds it), together with whatever header fields the
 pipeline stages asked for.
+
+A recipient may want its message in several mailboxes (``RecipientContext.copies``: Sieve
+``keep`` plus ``fileinto``, RFC 5228 §2.10.3), each copy with its own flags (RFC 5232 §3).
+Every copy is its own ``append_ingested`` transaction over the one ingested blob, and all of
+them are committed before the recipient counts as delivered.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 
-from mailserve.core.errors import MailError, NoSuchMailbox, QuotaExceeded
-from mailserve.smtp.pipeline import DeliveryContext, RecipientContext, Reply, render_headers
+from mailserve.core.errors import InvalidMailboxName, MailboxExists, MailError, NoSuchMailbox, QuotaExceeded
+from mailserve.smtp.pipeline import DeliveryContext, MailboxCopy, RecipientContext, Reply
 
 __all__ = ["LocalDelivery", "RecipientOutcome", "return_path_header"]
 
@@ -32,12 +37,17 @@ def return_path_header(mail_from: str) -> bytes:
 
 @dataclass(frozen=True)
 class RecipientOutcome:
-    """What happened to one recipient's copy: stored (``uid`` set), discarded, or failed."""
+    """What happened to one recipient's copy: stored (``uid`` set), discarded, or failed.
+
+    ``uid``/``mailbox`` are those of the first stored copy; ``stored`` lists ``(mailbox id,
+    uid)`` of every copy (several when Sieve filed the message into more than one mailbox).
+    """
 
     recipient: RecipientContext
     uid: int | None = None
     mailbox: int | None = None
     failure: Reply | None = None
+    stored: tuple[tuple[int, int], ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -69,7 +79,7 @@ class LocalDelivery:
 
     async def _deliver(self, context: DeliveryContext) -> list[RecipientOutcome]:
         envelope = context.envelope
-        common = return_path_header(envelope.mail_from) + render_headers(context.headers)
+        return_path = return_path_header(envelope.mail_from)
         outcomes: dict[int, RecipientOutcome] = {}
         by_content: dict[bytes, list[tuple[int, RecipientContext]]] = {}
         seen_accounts: set[int] = set()
@@ -77,19 +87,20 @@ class LocalDelivery:
             if recipient.rejection is not None:
                 outcomes[index] = RecipientOutcome(recipient, failure=recipient.rejection)
                 continue
-            if recipient.discarded or recipient.account in seen_accounts:
+            if recipient.discarded or recipient.account in seen_accounts or not recipient.stored_copies():
                 # One copy per account however many of its addresses were named (as Postfix's
-                # duplicate elimination does); discards are successful deliveries to nowhere.
+                # duplicate elimination does); discards, and scripts that only redirected, are
+                # successful deliveries to nowhere.
                 outcomes[index] = RecipientOutcome(recipient, uid=0)
                 continue
             seen_accounts.add(recipient.account)
-            prefix = common + render_headers(recipient.headers)
-            by_content.setdefault(prefix, []).append((index, recipient))
-        for prefix, group in by_content.items():
-            raw = prefix + context.message
+            raw = return_path + context.message_for(recipient)
+            by_content.setdefault(raw, []).append((index, recipient))
+        for raw, group in by_content.items():
             ingested = await self.core.ingest(raw)
             results = await DeferredList(
-                [self._append(recipient, ingested) for _, recipient in group], consumeErrors=True
+                [ensureDeferred(self._store_copies(recipient, ingested)) for _, recipient in group],
+                consumeErrors=True,
             )
             for (index, recipient), (ok, value) in zip(group, results):
                 if ok:
@@ -106,17 +117,60 @@ class LocalDelivery:
         self.log.failure("local delivery failed", failure)
         return Reply(451, "4.3.0", "Local delivery failed, try again later")
 
-    def _append(self, recipient: RecipientContext, ingested) -> Deferred:
-        account = recipient.account
+    async def _store_copies(self, recipient: RecipientContext, ingested) -> RecipientOutcome:
+        """Store every copy the recipient wants, one after another, each durably.
+
+        The first failure is raised only when no copy was stored: once one copy is in a
+        mailbox the message is the user's and a retry by the client would duplicate it, so a
+        later failing copy (a quota hit by the second ``fileinto``) is logged, as Pigeonhole
+        logs a failed action after others succeeded.
+        """
+        stored: list[tuple[int, int]] = []
+        targets: set[int] = set()
+        first_error = None
+        for copy in recipient.stored_copies():
+            try:
+                mailbox = await self._target_mailbox(recipient.account, copy)
+                if mailbox.id in targets:
+                    continue  # RFC 5228 §2.10.3: never two copies in one mailbox
+                result = await self.core.append_ingested(recipient.account, mailbox.id, ingested,
+                                                         sorted(copy.keywords))
+            except Exception as error:  # noqa: BLE001 - reported below or re-raised
+                if first_error is None:
+                    first_error = error
+                self.log.warn("storing a copy for account {account} in {mailbox!r} failed: {error}",
+                              account=recipient.account, mailbox=copy.mailbox, error=str(error))
+                continue
+            targets.add(mailbox.id)
+            stored.append((mailbox.id, result.uid))
+        if not stored:
+            if first_error is not None:
+                raise first_error
+            raise MailError("no mailbox to store the message in")
+        return RecipientOutcome(recipient, uid=stored[0][1], mailbox=stored[0][0], stored=tuple(stored))
+
+    async def _target_mailbox(self, account: int, copy: MailboxCopy):
+        """The mailbox of ``copy``: created first for ``:create`` (RFC 5490 §3.2), else INBOX if missing.
+
+        RFC 5228 §4.1 leaves a missing folder to the implementation; Dovecot and Stalwart
+        deliver to INBOX rather than lose or bounce the message, and so do we.
+        """
         try:
-            mailbox = self.core.find_mailbox(account, recipient.mailbox)
+            return self.core.find_mailbox(account, copy.mailbox)
         except NoSuchMailbox:
-            # A Sieve fileinto to a missing folder files into INBOX (RFC 5228 §4.1 leaves this to
-            # the implementation; Dovecot and Stalwart do the same without :create).
-            mailbox = self.core.find_mailbox(account, "INBOX")
-        d = self.core.append_ingested(account, mailbox.id, ingested, sorted(recipient.keywords))
-        d.addCallback(lambda result: RecipientOutcome(recipient, uid=result.uid, mailbox=mailbox.id))
-        return d
+            pass
+        if copy.create:
+            try:
+                return await self.core.create_mailbox(account, copy.mailbox)
+            except MailboxExists:
+                return self.core.find_mailbox(account, copy.mailbox)  # created meanwhile
+            except InvalidMailboxName as error:
+                self.log.warn("cannot create mailbox {mailbox!r} for account {account}: {error}",
+                              mailbox=copy.mailbox, account=account, error=str(error))
+        else:
+            self.log.info("mailbox {mailbox!r} of account {account} does not exist; delivering to INBOX",
+                          mailbox=copy.mailbox, account=account)
+        return self.core.find_mailbox(account, "INBOX")
 
 
 def delivered_count(outcomes: Sequence[RecipientOutcome]) -> int:

@@ -8,8 +8,10 @@ verdict``, ``sieve``).  Each stage sees the SMTP envelope, the message bytes and
 * add header fields for every recipient (``DeliveryContext.add_header``, e.g.
   ``Authentication-Results``, RFC 8601) or for one recipient (``RecipientContext.headers``,
   e.g. a per-user spam score),
-* change where one recipient's copy goes and with which flags (``mailbox``, ``keywords``,
-  as Sieve ``fileinto``/``addflag`` do, RFC 5228 §4.1, RFC 5232),
+* change where one recipient's copy goes and with which flags (``mailbox``, ``keywords``),
+  or store it in several mailboxes, each with its own flags (``copies``, as Sieve
+  ``keep``/``fileinto``/``addflag`` do, RFC 5228 §4.1, RFC 5232),
+* replace one recipient's copy by an edited one (``content``, Sieve ``editheader``, RFC 5293),
 * discard one recipient's copy (Sieve ``discard``, RFC 5228 §4.4), or refuse it
   (``RecipientContext.reject``), or
 * refuse the whole message by raising :class:`MessageRejected` (DMARC ``p=reject``, a spam
@@ -35,6 +37,7 @@ __all__ = [
     "DeliveryPipeline",
     "Envelope",
     "IDeliveryStage",
+    "MailboxCopy",
     "MessageRejected",
     "PassThroughStage",
     "RecipientContext",
@@ -89,6 +92,21 @@ class Envelope:
     queue_id: str = ""
 
 
+@dataclass(frozen=True)
+class MailboxCopy:
+    """One mailbox a recipient's message is stored in, with the flags of that copy.
+
+    RFC 5228 §2.10.3 lets a script store a message in several mailboxes (``keep`` plus
+    ``fileinto``, or ``fileinto :copy`` several times, RFC 3894) and RFC 5232 §3 gives each
+    copy its own flags.  ``create`` asks for the mailbox to be created when it is missing
+    (``fileinto :create``, RFC 5490 §3.2); without it a missing mailbox means INBOX.
+    """
+
+    mailbox: str
+    keywords: frozenset[str] = frozenset()
+    create: bool = False
+
+
 @dataclass
 class RecipientContext:
     """One local recipient's copy of the message, as stages shape it.
@@ -96,6 +114,12 @@ class RecipientContext:
     ``address`` is the recipient as the client gave it in RCPT TO; ``account`` the local
     account it resolved to; ``detail`` the sub-address (``user+detail@``, RFC 5233) that
     Sieve's ``:detail`` reads.
+
+    ``copies``, when set, lists every mailbox the message is stored in for this recipient and
+    takes the place of ``mailbox``/``keywords``; an empty list stores nothing (the script only
+    redirected it).  ``content``, when set, is this recipient's whole message (header fields
+    of every stage included) after a Sieve ``editheader`` changed it; only ``Return-Path`` is
+    still added in front at delivery.
     """
 
     address: str
@@ -108,6 +132,8 @@ class RecipientContext:
     rejection: Reply | None = None
     notify: tuple[str, ...] = ()
     orcpt: str | None = None
+    copies: list[MailboxCopy] | None = None
+    content: bytes | None = None
 
     def reject(self, code: int, status: str, text: str) -> None:
         """Refuse this recipient's copy (reported to the sender in a DSN)."""
@@ -120,6 +146,12 @@ class RecipientContext:
     @property
     def wanted(self) -> bool:
         return not self.discarded and self.rejection is None
+
+    def stored_copies(self) -> list[MailboxCopy]:
+        """Where this recipient's message goes: ``copies``, or the one ``mailbox`` with ``keywords``."""
+        if self.copies is not None:
+            return list(self.copies)
+        return [MailboxCopy(self.mailbox, frozenset(self.keywords))]
 
 
 @dataclass
@@ -136,6 +168,12 @@ class DeliveryContext:
     def add_header(self, name: str, value: str) -> None:
         """Prepend a header field to every recipient's copy (trace fields go on top, RFC 5322 §3.6.7)."""
         self.headers.append((name, value))
+
+    def message_for(self, recipient: RecipientContext) -> bytes:
+        """``recipient``'s copy as it will be stored, without the ``Return-Path`` added at delivery."""
+        if recipient.content is not None:
+            return recipient.content
+        return render_headers(self.headers) + render_headers(recipient.headers) + self.message
 
 
 class IDeliveryStage(Interface):

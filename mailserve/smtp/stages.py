@@ -27,7 +27,9 @@ def spam_verdict_stage(server: Any) -> IDeliveryStage:
 
 def sieve_stage(server: Any) -> IDeliveryStage:
     """Each recipient's active Sieve script (``mailserve.sieve``)."""
-    return PassThroughStage("sieve")
+    from mailserve.sieve.stage import SieveStage
+
+    return SieveStage.from_server(server)
 
 
 def build_pipeline(server: Any) -> DeliveryPipeline:
