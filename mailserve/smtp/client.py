@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 from mailserve.smtp.syntax import xtext_encode
 
-__all__ = ["SMTPClientError", "SMTPConnection", "SMTPReply", "TransactionResult", "connect"]
+__all__ = ["SMTPClientError", "SMTPConnection", "SMTPReply", "TLSHandshakeFailed", "TransactionResult", "connect"]
 
 #: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; be generous with broken servers.
 MAX_REPLY_LINE = 4096
@@ -59,6 +59,15 @@ class SMTPClientError(Exception):
     def __init__(self, message: str, reply: SMTPReply | None = None) -> None:
         super().__init__(message)
         self.reply = reply
+
+
+class TLSHandshakeFailed(SMTPClientError):
+    """The server said ``220`` to STARTTLS but no TLS session came of it.
+
+    The connection is unusable afterwards (RFC 3207 §4.1: the client must close it).  With
+    opportunistic TLS the caller may retry the same host in the clear, as Postfix does at
+    ``smtp_tls_security_level = may`` (RFC 7435 §4.1: fall back rather than fail).
+    """
 
 
 class _ReplyReader(LineOnlyReceiver):
@@ -166,13 +175,24 @@ class SMTPConnection:
             keyword, _, value = line.partition(" ")
             self.extensions[keyword.upper()] = value
 
-    async def starttls(self, options: Any, name: str) -> None:
+    async def starttls(self, options: Any, name: str, required: bool = True) -> None:
+        """RFC 3207 §4: upgrade, then EHLO again (everything learned before TLS is forgotten).
+
+        A refusal of the command leaves the session usable in the clear; when TLS is not
+        ``required`` that is where it carries on (RFC 7435 §4.1).  A failure after ``220``
+        raises :class:`TLSHandshakeFailed`.
+        """
         reply = await self.command("STARTTLS")
         if reply.code != 220:
-            raise SMTPClientError(f"STARTTLS refused: {reply}", reply)
+            if required:
+                raise SMTPClientError(f"STARTTLS refused: {reply}", reply)
+            return
         self.protocol.transport.startTLS(options)
         self.tls = True
-        await self.ehlo(name)
+        try:
+            await self.ehlo(name)
+        except SMTPClientError as e:
+            raise TLSHandshakeFailed(f"TLS with {self.host} failed: {e}", e.reply) from None
 
     async def authenticate(self, username: str, password: str) -> None:
         if "PLAIN" not in self.extensions.get("AUTH", "").upper().split():
@@ -315,7 +335,7 @@ async def connect(
             raise SMTPClientError(f"greeting refused: {greeting}", greeting)
         await connection.ehlo(helo_name)
         if tls in ("opportunistic", "starttls") and "STARTTLS" in connection.extensions:
-            await connection.starttls(tls_options, helo_name)
+            await connection.starttls(tls_options, helo_name, required=tls == "starttls")
         elif tls == "starttls":
             raise SMTPClientError(f"{address}:{port} does not offer STARTTLS, which is required")
         if username:

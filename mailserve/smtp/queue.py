@@ -41,7 +41,8 @@ from twisted.logger import Logger
 
 from mailserve.core import keys
 from mailserve.core.model import pack, unpack
-from mailserve.smtp.client import SMTPClientError, SMTPReply, connect
+from mailserve.smtp.client import SMTPClientError, SMTPReply, TLSHandshakeFailed, connect
+from mailserve.smtp.downgrade import ConversionImpossible, downgrade_to_7bit, has_8bit
 from mailserve.smtp.dsn import RecipientReport, build_report
 from mailserve.smtp.mx import MailHost, NoMailService, RouteTemporaryFailure, resolve_mail_hosts
 
@@ -542,9 +543,7 @@ class OutboundQueue(Service):
         for host in hosts:
             for address in host.addresses:
                 try:
-                    connection = await connect(self.reactor, address, port, self.hostname, host_name=host.name,
-                                               tls=tls, tls_options=self.tls_options, username=username,
-                                               password=password, timeout=self.timeout)
+                    connection = await self._connect(host, address, port, tls, username, password)
                 except SMTPClientError as e:
                     last_error = str(e)
                     if e.reply is not None and e.reply.permanent and username:
@@ -557,24 +556,44 @@ class OutboundQueue(Service):
                     await connection.quit()
         return {p: _Outcome("deferred", f"451 4.4.1 {last_error}", status_code="4.4.1") for p in all_pairs}
 
+    async def _connect(self, host: MailHost, address: str, port: int, tls: str, username: str | None,
+                       password: str | None) -> Any:
+        """One session with ``address``; opportunistic TLS that fails is retried in the clear.
+
+        Postfix's ``smtp_tls_security_level = may`` does the same: a peer whose TLS is broken
+        (bad certificate chain, no shared cipher, a middlebox eating the handshake) still gets
+        its mail, unencrypted, as it would without STARTTLS (RFC 7435 §4.1, RFC 3207 §4.1).
+        """
+        try:
+            return await connect(self.reactor, address, port, self.hostname, host_name=host.name, tls=tls,
+                                 tls_options=self.tls_options, username=username, password=password,
+                                 timeout=self.timeout)
+        except TLSHandshakeFailed as e:
+            if tls != "opportunistic":
+                raise
+            self.log.warn("{host}[{address}]:{port}: {error}; retrying without TLS", host=host.name,
+                          address=address, port=port, error=e)
+        return await connect(self.reactor, address, port, self.hostname, host_name=host.name, tls="none",
+                             tls_options=self.tls_options, username=username, password=password,
+                             timeout=self.timeout)
+
     async def _transactions(self, connection, host_name, items, works) -> dict[tuple[int, int], _Outcome]:
         results: dict[tuple[int, int], _Outcome] = {}
         dsn_capable = "DSN" in connection.extensions
         for position, (entry_id, indexes) in enumerate(items):
             entry = works[entry_id].entry
             try:
-                if entry.smtputf8 and "SMTPUTF8" not in connection.extensions:
-                    # RFC 6531 §3.2: an SMTPUTF8 message cannot be sent to a server without it.
-                    for index in indexes:
-                        results[(entry_id, index)] = _Outcome(
-                            "failed", "553 5.6.7 remote server does not support SMTPUTF8", host_name,
-                            status_code="5.6.7")
-                    continue
-                message = await self._in_thread(self.blobs.get, entry.blob_id)
                 recipients = [(entry.recipients[i].address, entry.recipients[i].notify, entry.recipients[i].orcpt)
                               for i in indexes]
+                prepared = await self._in_thread(self._prepare, entry, [r[0] for r in recipients],
+                                                 connection.extensions)
+                if isinstance(prepared, _Outcome):
+                    for index in indexes:
+                        results[(entry_id, index)] = replace(prepared, remote_mta=host_name)
+                    continue
+                message, smtputf8, body = prepared
                 result = await connection.send(entry.mail_from, recipients, message, envid=entry.envid,
-                                               ret=entry.ret, smtputf8=entry.smtputf8, body=entry.body)
+                                               ret=entry.ret, smtputf8=smtputf8, body=body)
             except SMTPClientError as e:
                 for eid, idx in items[position:]:
                     for index in idx:
@@ -585,6 +604,36 @@ class OutboundQueue(Service):
                 final = rcpt_reply if not rcpt_reply.ok else (result.data or SMTPReply(451, "4.3.0 no DATA reply"))
                 results[(entry_id, index)] = _reply_outcome(final, host_name, relayed=not dsn_capable)
         return results
+
+    def _prepare(self, entry: QueueEntry, recipients: list[str],
+                 extensions: dict[str, str]) -> tuple[bytes, bool, str] | _Outcome:
+        """The bytes and MAIL parameters for one peer, or why this peer cannot have the message.
+
+        Runs in a thread: it reads the blob and may rewrite a large message.
+
+        * RFC 6531 §3.2: SMTPUTF8 is asked for only when the addresses or header fields need
+          it; such a message cannot go to a peer without SMTPUTF8 and bounces with 5.6.7.
+        * RFC 6152 §3: 8-bit content goes with BODY=8BITMIME to a peer offering it, and is
+          converted to 7 bits for one that does not (``mailserve.smtp.downgrade``), or bounces
+          with 5.6.3 when it cannot be.
+        """
+        message = self.blobs.get(entry.blob_id)
+        header_end = message.find(b"\r\n\r\n")
+        header = message if header_end < 0 else message[:header_end]
+        needs_utf8 = entry.smtputf8 and (
+            not entry.mail_from.isascii() or not all(r.isascii() for r in recipients) or has_8bit(header))
+        if needs_utf8 and "SMTPUTF8" not in extensions:
+            return _Outcome("failed", "553 5.6.7 SMTPUTF8 is required, but was not offered by the remote server",
+                            status_code="5.6.7")
+        if not has_8bit(message):
+            return message, needs_utf8, "7BIT"
+        if "8BITMIME" in extensions:
+            return message, needs_utf8, "8BITMIME"
+        try:
+            return downgrade_to_7bit(message), needs_utf8, "7BIT"
+        except ConversionImpossible as e:
+            return _Outcome("failed", f"554 5.6.3 8BITMIME is required, but was not offered by the remote server "
+                            f"and the message cannot be converted: {e}", status_code="5.6.3")
 
     # -- recording results ---------------------------------------------------------------------------
     async def _finish(self, work: _Work) -> None:

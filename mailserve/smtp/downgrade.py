@@ -1,0 +1,287 @@
+"""Converting a message with 8-bit content to 7 bits for a peer without 8BITMIME (RFC 6152 §3).
+
+RFC 6152 §3 leaves an SMTP client that holds 8-bit data and meets a server without the
+8BITMIME extension two choices: convert the message to 7 bits following MIME (RFC 2045,
+RFC 2046), or return it as undeliverable.  Postfix converts (``disable_mime_output_conversion
+= no``); so do we, entity by entity, keeping the MIME structure valid:
+
+* a leaf ``text/*`` part with 8-bit octets (declared ``8bit``, ``7bit`` or nothing) is
+  re-encoded as quoted-printable (RFC 2045 §6.7), which keeps its line structure readable;
+  any other leaf type is re-encoded as base64 (RFC 2045 §6.8);
+* ``multipart/*`` (RFC 2046 §5.1) is walked part by part; its own Content-Transfer-Encoding
+  becomes ``7bit``, the only encodings a multipart may carry being the identities (RFC 2045
+  §6.4).  An 8-bit preamble or epilogue, which readers ignore (RFC 2046 §5.1.1), is dropped;
+* ``message/rfc822`` (RFC 2046 §5.2.1) may not be encoded itself, so the embedded message
+  is converted in turn; ``message/global`` (RFC 6532 §3.5) may be, and is base64-encoded;
+* a message without MIME-Version (plain RFC 5322 text with 8-bit octets) becomes a MIME
+  ``text/plain`` message, charset ``utf-8`` when the bytes are UTF-8 and ``unknown-8bit``
+  (RFC 1428) when they are not;
+* unstructured header fields holding 8-bit UTF-8 (Subject, Comments, Content-Description)
+  are rewritten as encoded-words (RFC 2047 §5(1)); other 8-bit header fields are left as they
+  are, as Postfix leaves them: rewriting addresses would change what the recipient sees.
+
+What cannot be converted makes :class:`ConversionImpossible` (5.6.3, "conversion required but
+not supported", RFC 3463 §3.7): a part declared ``binary`` (its line ends are not line ends,
+RFC 3030 §3), 8-bit octets inside a part that claims base64 or quoted-printable (or an
+encoding we do not know), inside ``message/partial`` or ``message/external-body`` (which
+RFC 2046 §5.2.2-5.2.3 restricts to 7bit), a multipart without a boundary, or nesting deeper
+than :data:`MAX_NESTING`.  The queue bounces such a message with that status.
+
+The input is a wire message: CRLF line ends, as the SMTP session and the queue store it.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.header
+import email.parser
+import email.policy
+import re
+
+__all__ = ["MAX_NESTING", "ConversionImpossible", "downgrade_to_7bit", "has_8bit"]
+
+#: MIME nesting depth we follow (Postfix's ``mime_nesting_limit`` is 100).
+MAX_NESTING = 100
+#: RFC 2045 §6.7 rule 5: encoded lines are at most 76 characters.
+QP_LINE = 76
+
+_CRLF = b"\r\n"
+_UNSTRUCTURED = frozenset({b"subject", b"comments", b"content-description"})
+_IDENTITY = frozenset({"", "7bit", "8bit"})
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+
+
+class ConversionImpossible(Exception):
+    """The message needs 8BITMIME and cannot be converted to 7 bits (RFC 3463 5.6.3)."""
+
+    status = "5.6.3"
+
+
+def has_8bit(data: bytes) -> bool:
+    """Whether ``data`` holds any octet above 127 (RFC 6152 §2 "8-bit data")."""
+    return not data.isascii()
+
+
+def downgrade_to_7bit(message: bytes) -> bytes:
+    """``message`` with every 8-bit entity re-encoded in 7 bits (see the module docstring).
+
+    A message that is already 7-bit comes back unchanged (the same object).
+    """
+    if not has_8bit(message):
+        return message
+    return _message(message, 0)
+
+
+# -- entities ---------------------------------------------------------------------------------------
+def _message(message: bytes, depth: int) -> bytes:
+    """A whole message (top level, or inside message/rfc822), MIME or not."""
+    header, body = _split_entity(message)
+    fields = _parse_fields(header)
+    if _field(fields, b"mime-version") is not None:
+        return _entity(fields, body, "text/plain", depth)
+    if _field(fields, b"content-type") is not None or _field(fields, b"content-transfer-encoding") is not None:
+        # MIME fields without MIME-Version: read as MIME anyway, as every reader does.
+        return _entity(fields + [(b"MIME-Version", b"MIME-Version: 1.0\r\n")], body, "text/plain", depth)
+    fields = _encode_unstructured(fields)
+    if not has_8bit(body):
+        return _join(fields, body)
+    charset = "utf-8" if _is_utf8(body) else "unknown-8bit"
+    fields += [
+        (b"MIME-Version", b"MIME-Version: 1.0\r\n"),
+        (b"Content-Type", f"Content-Type: text/plain; charset={charset}\r\n".encode()),
+        (b"Content-Transfer-Encoding", b"Content-Transfer-Encoding: quoted-printable\r\n"),
+    ]
+    return _join(fields, _quoted_printable(body))
+
+
+def _entity(fields: list[tuple[bytes, bytes]], body: bytes, default_type: str, depth: int) -> bytes:
+    """One MIME entity (header fields already parsed) converted to 7 bits."""
+    if depth > MAX_NESTING:
+        raise ConversionImpossible(f"MIME nesting deeper than {MAX_NESTING} levels")
+    fields = _encode_unstructured(fields)
+    if not has_8bit(body):
+        return _join(fields, body)
+    content_type, boundary = _content_type(fields, default_type)
+    encoding = _transfer_encoding(fields)
+    if encoding == "binary":
+        raise ConversionImpossible("a part with Content-Transfer-Encoding binary cannot be sent as 7 bits")
+    if encoding not in _IDENTITY:
+        raise ConversionImpossible(f"8-bit octets inside a {encoding} encoded part")
+    major, _, minor = content_type.partition("/")
+    if major == "multipart":
+        if not boundary:
+            raise ConversionImpossible("multipart entity without a boundary")
+        body = _multipart(body, boundary, "message/rfc822" if minor == "digest" else "text/plain", depth)
+        return _join(_set_encoding(fields, "7bit"), body)
+    if content_type == "message/rfc822":
+        body = _message(body, depth + 1)
+        return _join(_set_encoding(fields, "7bit"), body)
+    if content_type in ("message/partial", "message/external-body"):
+        raise ConversionImpossible(f"{content_type} may only hold 7-bit data (RFC 2046 §5.2)")
+    if major == "text":
+        return _join(_set_encoding(fields, "quoted-printable"), _quoted_printable(body))
+    return _join(_set_encoding(fields, "base64"), _base64(body))
+
+
+def _multipart(body: bytes, boundary: bytes, default_type: str, depth: int) -> bytes:
+    """RFC 2046 §5.1.1: split on the delimiter lines, convert each 8-bit body part, join again.
+
+    The CRLF before a delimiter belongs to the delimiter, so splitting the body into lines
+    and joining them again rebuilds it exactly; only the lines of converted parts change.
+    """
+    delimiter = b"--" + boundary
+    out: list[bytes] = []
+    segment: list[bytes] = []
+    in_part = False  # False: the preamble, or the epilogue once the close delimiter was seen
+    closed = False
+
+    def flush() -> None:
+        text = _CRLF.join(segment)
+        if not has_8bit(text):
+            out.extend(segment)
+        elif in_part:
+            header, part_body = _split_entity(text)
+            out.extend(_entity(_parse_fields(header), part_body, default_type, depth + 1).split(_CRLF))
+        elif closed:
+            out.append(b"")  # an 8-bit epilogue is dropped; the body still ends with CRLF
+        segment.clear()
+
+    for line in body.split(_CRLF):
+        if not closed and line.startswith(delimiter):
+            rest = line[len(delimiter):]
+            closing = rest.startswith(b"--")
+            if not (rest[2:] if closing else rest).strip(b" \t"):  # transport padding only
+                flush()
+                out.append(line)
+                closed, in_part = closing, not closing
+                continue
+        segment.append(line)
+    flush()
+    return _CRLF.join(out)
+
+
+# -- header fields -----------------------------------------------------------------------------------
+def _split_entity(entity: bytes) -> tuple[bytes, bytes]:
+    """Header block (with its final CRLF) and body; an entity that starts with CRLF has no header."""
+    if entity.startswith(_CRLF):
+        return b"", entity[2:]
+    end = entity.find(b"\r\n\r\n")
+    if end < 0:
+        return (entity if entity.endswith(_CRLF) else entity + _CRLF), b""
+    return entity[:end + 2], entity[end + 4:]
+
+
+def _parse_fields(header: bytes) -> list[tuple[bytes, bytes]]:
+    """``(name, raw field with folding and CRLF)`` for each field, in order."""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in header.split(_CRLF)[:-1] if header.endswith(_CRLF) else header.split(_CRLF):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, raw = fields[-1]
+            fields[-1] = (name, raw + line + _CRLF)
+            continue
+        name = line.partition(b":")[0].strip()
+        fields.append((name if _FIELD_NAME.fullmatch(name) else b"", line + _CRLF))
+    return fields
+
+
+def _join(fields: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    return b"".join(raw for _, raw in fields) + _CRLF + body
+
+
+def _field(fields: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for field_name, raw in fields:
+        if field_name.lower() == name:
+            return raw
+    return None
+
+
+def _content_type(fields: list[tuple[bytes, bytes]], default_type: str) -> tuple[str, bytes | None]:
+    """The lowercased type/subtype and the boundary parameter (RFC 2045 §5, RFC 2231 aware)."""
+    raw = _field(fields, b"content-type")
+    if raw is None:
+        return default_type, None
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw + _CRLF)
+    content_type = parsed.get_content_type()
+    if "/" not in (parsed.get("content-type") or ""):
+        content_type = default_type  # RFC 2045 §5.2: an invalid Content-Type means the default
+    boundary = parsed.get_boundary()
+    return content_type, (boundary.encode("utf-8", "surrogateescape") if boundary else None)
+
+
+def _transfer_encoding(fields: list[tuple[bytes, bytes]]) -> str:
+    raw = _field(fields, b"content-transfer-encoding")
+    if raw is None:
+        return ""
+    value = raw.partition(b":")[2]
+    value = re.sub(rb"\([^()]*\)", b"", value)  # RFC 2045 §6.1 allows comments
+    return value.strip().decode("ascii", "replace").lower()
+
+
+def _set_encoding(fields: list[tuple[bytes, bytes]], encoding: str) -> list[tuple[bytes, bytes]]:
+    replaced = f"Content-Transfer-Encoding: {encoding}\r\n".encode()
+    out = [(n, r) for n, r in fields if n.lower() != b"content-transfer-encoding"]
+    if encoding == "7bit" and len(out) == len(fields):
+        return out  # 7bit is the default (RFC 2045 §6.1): no field needed
+    out.append((b"Content-Transfer-Encoding", replaced))
+    return out
+
+
+def _encode_unstructured(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """RFC 2047 §5(1): 8-bit UTF-8 in unstructured fields becomes encoded-words."""
+    out = []
+    for name, raw in fields:
+        if name.lower() in _UNSTRUCTURED and has_8bit(raw):
+            value = raw.partition(b":")[2]
+            unfolded = re.sub(rb"\r\n(?=[ \t])", b"", value).strip()
+            if _is_utf8(unfolded):
+                encoded = email.header.Header(unfolded.decode("utf-8"), "utf-8", header_name=name.decode()).encode(
+                    linesep="\r\n")
+                raw = name + b": " + encoded.encode("ascii") + _CRLF
+        out.append((name, raw))
+    return out
+
+
+# -- encodings -------------------------------------------------------------------------------------------
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _quoted_printable(body: bytes) -> bytes:
+    """RFC 2045 §6.7: CRLF stays a hard line break; lines are soft-broken at 76 characters."""
+    trailing = body.endswith(_CRLF)
+    lines = (body[:-2] if trailing else body).split(_CRLF)
+    encoded = [_qp_line(line) for line in lines]
+    return _CRLF.join(encoded) + (_CRLF if trailing else b"")
+
+
+def _qp_line(line: bytes) -> bytes:
+    tokens = []
+    last = len(line) - 1
+    for index, octet in enumerate(line):
+        if octet in (0x20, 0x09):
+            # Rule 3: whitespace at the end of a line must be encoded.
+            tokens.append(b"=%02X" % octet if index == last else bytes((octet,)))
+        elif 33 <= octet <= 126 and octet != 0x3D and not (index == 0 and octet == 0x2E):
+            tokens.append(bytes((octet,)))
+        else:
+            # 8-bit octets, "=", controls, and a leading "." (kept away from SMTP dot-stuffing).
+            tokens.append(b"=%02X" % octet)
+    out: list[bytes] = []
+    current = b""
+    for token in tokens:
+        if len(current) + len(token) > QP_LINE - 1:
+            out.append(current + b"=")
+            current = b""
+        current += token
+    out.append(current)
+    return _CRLF.join(out)
+
+
+def _base64(body: bytes) -> bytes:
+    """RFC 2045 §6.8: 76-character lines; a body that ended with a line end still does."""
+    encoded = base64.encodebytes(body).rstrip(b"\n").replace(b"\n", _CRLF)
+    return encoded + _CRLF if body.endswith(_CRLF) else encoded
