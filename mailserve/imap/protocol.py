@@ -261,6 +261,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             try:
                 event = self.framer.next()
             except LiteralRefused as e:
+                # RFC 7888 §4: the refused literal's bytes are already on the way and the
+                # stream cannot be resynchronised: a tagged BAD, then the session ends.
+                if e.tag and _TAG_RE.match(e.tag):
+                    self.send(e.tag.encode() + b" BAD [TOOBIG] " + str(e).encode())
                 self.send(b"* BYE [TOOBIG] " + str(e).encode())
                 self.flush()
                 self.close()
