@@ -26,10 +26,20 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from mailserve.admin.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable, classify
+from mailserve.admin.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    InvalidScript,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    classify,
+)
 from mailserve.core import keys
 from mailserve.core.model import pack, unpack
 from mailserve.directory.credentials import Credentials
+from mailserve.sieve.scripts import SieveScripts, check_script_name
 
 #: RFC 4954 puts no bound on passwords, but a megabyte-long one would only waste Argon2 time.
 MIN_PASSWORD_LENGTH = 8
@@ -145,6 +155,8 @@ class AdminService:
         self.metadata = metadata
         self.config = config
         self.credentials = Credentials(metadata, execute=execute, clock=clock)
+        #: The one store of Sieve scripts, shared with ManageSieve (RFC 5804) and delivery.
+        self.sieve_scripts = SieveScripts(metadata)
         self._execute = execute
         self._blocking = blocking
         self.server = server
@@ -517,6 +529,109 @@ class AdminService:
         if queue is None:
             raise Unavailable("the outbound queue is not available in this server")
         return queue
+
+    # -- Sieve scripts (the same store and rules as ManageSieve, RFC 5804) ----------------------
+    def _sieve_limits(self) -> tuple[int, int]:
+        settings = self.config.managesieve
+        return settings.max_scripts, settings.max_script_size
+
+    def list_sieve_scripts(self, account_id: int) -> list[dict[str, Any]]:
+        """Every script of the account and which one is active (LISTSCRIPTS, RFC 5804 §2.7)."""
+        return [{"name": name, "active": active} for name, active in self.sieve_scripts.list_scripts(account_id)]
+
+    @_errors
+    def get_sieve_script(self, account_id: int, name: str) -> dict[str, Any]:
+        name = check_script_name(name)
+        text = self.sieve_scripts.get_script(account_id, name)
+        active = dict(self.sieve_scripts.list_scripts(account_id)).get(name, False)
+        return {"name": name, "active": active, "script": text}
+
+    @_errors
+    def put_sieve_script(self, account_id: int, name: str, text: str, activate: bool = False) -> Any:
+        """Compile, then store (and optionally activate) a script; fires with its view and
+        whether it was created.
+
+        As PUTSCRIPT (RFC 5804 §2.6): a script that does not compile is refused with where it
+        is wrong (:class:`InvalidScript`, line and column) and nothing is stored; the quotas on
+        size and number are checked before the compile and again in the write transaction.
+        """
+        from mailserve.sieve.errors import SieveSyntaxError
+        from mailserve.sieve.interpreter import SieveLimits, compile_script
+
+        name = check_script_name(name)
+        max_scripts, max_size = self._sieve_limits()
+        size = len(text.encode("utf-8", errors="surrogatepass"))
+        if size > max_size:
+            raise TooLarge(f"the script has {size} bytes; at most {max_size} are allowed", field="script")
+        self.sieve_scripts.check_space(account_id, name, size, max_scripts, max_size)
+        existed = any(n == name for n, _ in self.sieve_scripts.list_scripts(account_id))
+        limits = SieveLimits(max_script_size=max_size, max_redirects=self.config.managesieve.max_redirects)
+
+        def compiled(outcome: Any) -> Any:
+            if isinstance(outcome, SieveSyntaxError):
+                raise InvalidScript(outcome.message, outcome.line, outcome.column)
+            stored = self.sieve_scripts.put_script(account_id, name, text, max_scripts, max_size)
+            if activate:
+                stored = _then(stored, lambda _: self.sieve_scripts.set_active(account_id, name))
+            return _then(stored, lambda _: {"script": self.get_sieve_script(account_id, name),
+                                            "created": not existed})
+
+        def check(script_text: str) -> Any:
+            try:
+                return compile_script(script_text, limits)
+            except SieveSyntaxError as e:
+                return e
+
+        # Compiling a large script takes longer than the reactor may be held.
+        return _then(self._blocking(check, text), compiled)
+
+    @_errors
+    def activate_sieve_script(self, account_id: int, name: str) -> Any:
+        """Make ``name`` the script run at delivery (SETACTIVE, RFC 5804 §2.8)."""
+        name = check_script_name(name)
+        return _then(self.sieve_scripts.set_active(account_id, name),
+                     lambda _: {"name": name, "active": True})
+
+    @_errors
+    def deactivate_sieve_script(self, account_id: int, name: str) -> Any:
+        """Run no script at delivery (``SETACTIVE ""``); ``name`` must be the active one."""
+        name = check_script_name(name)
+        scripts = dict(self.sieve_scripts.list_scripts(account_id))
+        if name not in scripts:
+            raise NotFound(f"there is no script named {name!r}")
+        if not scripts[name]:
+            raise Conflict(f"{name!r} is not the active script")
+        return _then(self.sieve_scripts.set_active(account_id, ""), lambda _: {"name": name, "active": False})
+
+    @_errors
+    def delete_sieve_script(self, account_id: int, name: str) -> Any:
+        """Delete a script; the active one is refused (DELETESCRIPT, RFC 5804 §2.10)."""
+        name = check_script_name(name)
+        return _then(self.sieve_scripts.delete_script(account_id, name), lambda _: {"removed": name})
+
+    # -- spam training ------------------------------------------------------------------------------
+    def spam_filter(self) -> Any:
+        """The server's ``SpamFilter`` (``server.spam_filter``), or :class:`Unavailable`."""
+        spam_filter = None
+        if self.server is not None:
+            try:
+                spam_filter = getattr(self.server, "spam_filter", None)
+            except Exception:  # noqa: BLE001 - a part that cannot be built is not available
+                spam_filter = None
+        if spam_filter is None:
+            raise Unavailable("the spam filter is not available in this server")
+        return spam_filter
+
+    @_errors
+    def train_spam(self, account_id: int | None, message: bytes, is_spam: bool) -> Any:
+        """Teach the Bayes filter one message as spam or ham, for an account (and, by the
+        filter's setting, everyone) or, with ``None``, the server-wide database."""
+        if not message:
+            raise InvalidRequest("the message is empty", field="message")
+        spam_filter = self.spam_filter()
+        outcome = spam_filter.train(account_id, message, is_spam)
+        return _then(outcome, lambda o: {"class": "spam" if is_spam else "ham", "status": o.status,
+                                         "tokens": o.tokens})
 
     # -- status ---------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

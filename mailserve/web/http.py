@@ -140,10 +140,14 @@ def json_body(request: Request, status: int, value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def error_body(request: Request, status: int, code: str, message: str, field: str | None = None) -> bytes:
+def error_body(request: Request, status: int, code: str, message: str, field: str | None = None,
+               details: dict[str, Any] | None = None) -> bytes:
+    """The JSON error of every API reply: ``{"error": {"code", "message", "field"?, ...details}}``."""
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
+    if details:
+        error.update(details)
     return json_body(request, status, {"error": error})
 
 

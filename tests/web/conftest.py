@@ -46,26 +46,34 @@ class RunningServer:
     def request(self, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None,
                 token: str | None = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
                 content_type: str = "application/json") -> Reply:
-        sent = dict(headers or {})
-        if auth is not None:
-            sent["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        if token is not None:
-            sent["Authorization"] = "Bearer " + token
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-        if data is not None:
-            sent.setdefault("Content-Type", content_type)
-        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
-        try:
-            connection.request(method, path, body=data, headers=sent)
-            response = connection.getresponse()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-        finally:
-            connection.close()
+        return http_request(self.http_port, method, path, body, auth=auth, token=token, headers=headers,
+                            raw=raw, content_type=content_type)
 
     def admin(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
         return self.request(method, path, body, auth=("admin", self.admin_password), **kwargs)
+
+
+def http_request(port: int, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None,
+                 token: str | None = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
+                 content_type: str = "application/json") -> Reply:
+    """One request to 127.0.0.1:``port`` (blocking: from a test thread, never the reactor's)."""
+    sent = dict(headers or {})
+    if auth is not None:
+        sent["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    if token is not None:
+        sent["Authorization"] = "Bearer " + token
+    data = raw
+    if body is not None:
+        data = json.dumps(body).encode()
+    if data is not None:
+        sent.setdefault("Content-Type", content_type)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=data, headers=sent)
+        response = connection.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
 
 
 def start_server_process(data_dir: str, listeners: tuple[str, ...]) -> RunningServer:

@@ -51,6 +51,8 @@ class Call:
     params: dict[str, Any]
     query: dict[str, Any]
     body: Any
+    #: A handler may answer with another documented success status (``Endpoint.also``).
+    status: int | None = None
 
 
 Handler = Callable[["AdminAPI", Call], Awaitable[Any]]
@@ -69,7 +71,11 @@ class Endpoint:
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     response: dict[str, Any] | None = None
     status: int = 200
+    #: Other success statuses the handler may choose (e.g. ``201`` when a PUT creates).
+    also: tuple[int, ...] = ()
     errors: tuple[int, ...] = ()
+    #: The media types of a body: JSON documents, or a raw message (``message/rfc822``).
+    media_types: tuple[str, ...] = ("application/json",)
     #: OpenAPI links from this operation's response to the operations that use what it created:
     #: ``{operationId: {path parameter: runtime expression}}`` (OpenAPI 3.0.3 §4.7.20).
     links: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -86,7 +92,9 @@ class Endpoint:
 
 # -- response schemas ------------------------------------------------------------------------------
 ERROR = S.obj({"error": S.obj({"code": {"type": "string"}, "message": {"type": "string"},
-                               "field": {"type": "string"}}, ("code", "message"))}, ("error",))
+                               "field": {"type": "string"},
+                               "line": {"type": "integer", "description": "where a Sieve script is wrong"},
+                               "column": {"type": "integer"}}, ("code", "message"))}, ("error",))
 REMOVED = S.obj({"removed": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}, ("removed",))
 UPDATED = S.obj({"updated": {"type": "string"}}, ("updated",))
 DOMAIN_OUT = S.obj({"name": {"type": "string"}, "catch_all": {"type": "string", "nullable": True},
@@ -131,7 +139,34 @@ STATUS_OUT = S.obj({
 }, ("version", "hostname", "uptime_seconds"))
 ME_OUT = S.obj({"account": ACCOUNT_OUT, "is_admin": {"type": "boolean"}, "csrf_token": {"type": "string"}},
                ("account", "is_admin"))
-QUEUE_ENTRY = {"type": "object", "additionalProperties": True}
+QUEUE_RECIPIENT = S.obj({
+    "address": {"type": "string"}, "notify": S.array({"type": "string"}),
+    "orcpt": {"type": "string", "nullable": True},
+    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+    "reply": {"type": "string"}, "remote_mta": {"type": "string"}, "changed": {"type": "number"},
+}, ("address", "status"), closed=False)
+QUEUE_ENTRY = S.obj({
+    "id": {"type": "integer"}, "blob_id": {"type": "string"}, "size": {"type": "integer"},
+    "mail_from": {"type": "string", "description": "empty for a delivery status notification"},
+    "recipients": S.array(QUEUE_RECIPIENT), "created": {"type": "number"}, "next_attempt": {"type": "number"},
+    "attempts": {"type": "integer"}, "envid": {"type": "string", "nullable": True},
+    "ret": {"type": "string", "nullable": True}, "smtputf8": {"type": "boolean"}, "body": {"type": "string"},
+    "delay_notified": {"type": "boolean"}, "last_error": {"type": "string"}, "arrival": {"type": "number"},
+}, ("id", "size", "mail_from", "recipients", "created", "next_attempt", "attempts"), closed=False)
+SIEVE_LIST_OUT = S.array(S.obj({"name": {"type": "string"}, "active": {"type": "boolean"}}, ("name", "active")))
+SIEVE_OUT = S.obj({"name": {"type": "string"}, "active": {"type": "boolean"}, "script": {"type": "string"}},
+                  ("name", "active", "script"))
+SIEVE_ACTIVE_OUT = S.obj({"name": {"type": "string"}, "active": {"type": "boolean"}}, ("name", "active"))
+TRAIN_OUT = S.obj({"account": {"type": "string", "nullable": True},
+                   "class": {"type": "string", "enum": ["spam", "ham"]},
+                   "status": {"type": "string", "enum": ["learned", "relearned", "already"],
+                              "description": "relearned: the message was learned before as the other class"},
+                   "tokens": {"type": "integer"}}, ("account", "class", "status", "tokens"))
+#: RFC 5804 §1.6 script names: Net-Unicode without control characters; "/" cannot be in a path segment.
+SCRIPT_NAME = {"type": "string", "minLength": 1, "maxLength": 128,
+               "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029/]+$",
+               "description": "a Sieve script name (RFC 5804 §1.6)"}
+SPAM_CLASS = {"type": "string", "enum": ["spam", "ham"]}
 
 
 def _live_setting_schema(key: str) -> dict[str, Any]:
@@ -444,6 +479,45 @@ async def h_queue_delete(api: AdminAPI, c: Call) -> Any:
     return {"removed": str(c.params["id"])}
 
 
+async def h_list_sieve(api: AdminAPI, c: Call) -> Any:
+    return api.admin.list_sieve_scripts(_own_account_id(api, c))
+
+
+async def h_get_sieve(api: AdminAPI, c: Call) -> Any:
+    return api.admin.get_sieve_script(_own_account_id(api, c), c.params["script"])
+
+
+async def h_put_sieve(api: AdminAPI, c: Call) -> Any:
+    result = await _d(api.admin.put_sieve_script(_own_account_id(api, c), c.params["script"], c.body["script"],
+                                                 activate=c.body.get("activate", False)))
+    if result["created"]:
+        c.status = 201
+    return result["script"]
+
+
+async def h_activate_sieve(api: AdminAPI, c: Call) -> Any:
+    return await _d(api.admin.activate_sieve_script(_own_account_id(api, c), c.params["script"]))
+
+
+async def h_deactivate_sieve(api: AdminAPI, c: Call) -> Any:
+    return await _d(api.admin.deactivate_sieve_script(_own_account_id(api, c), c.params["script"]))
+
+
+async def h_delete_sieve(api: AdminAPI, c: Call) -> Any:
+    return await _d(api.admin.delete_sieve_script(_own_account_id(api, c), c.params["script"]))
+
+
+async def h_train_account(api: AdminAPI, c: Call) -> Any:
+    account_id = _own_account_id(api, c)
+    result = await _d(api.admin.train_spam(account_id, c.body, c.params["kind"] == "spam"))
+    return {"account": _account_param(api, c)} | result
+
+
+async def h_train_global(api: AdminAPI, c: Call) -> Any:
+    result = await _d(api.admin.train_spam(None, c.body, c.params["kind"] == "spam"))
+    return {"account": None} | result
+
+
 ACCOUNT_PATH = {"account": S.LOGIN}
 DOMAIN_PATH = {"domain": S.DOMAIN}
 
@@ -529,6 +603,37 @@ def endpoints(with_queue: bool) -> list[Endpoint]:
           response=APP_PASSWORD_OUT, status=201, errors=(404, 409)),
         E("DELETE", "/api/accounts/{account}/app-passwords/{id}", "revokeAppPassword", "Revoke an app password.",
           h_remove_app_password, SELF, "credentials", response=REMOVED, errors=(404,)),
+        # Sieve scripts (the ManageSieve store, RFC 5804)
+        E("GET", "/api/accounts/{account}/sieve", "listSieveScripts",
+          "Sieve scripts of an account (yours, or any as admin) and which one is active.", h_list_sieve, SELF,
+          "sieve", response=SIEVE_LIST_OUT, errors=(404,)),
+        E("GET", "/api/accounts/{account}/sieve/{script}", "getSieveScript", "One Sieve script's text.",
+          h_get_sieve, SELF, "sieve", response=SIEVE_OUT, errors=(404,)),
+        E("PUT", "/api/accounts/{account}/sieve/{script}", "putSieveScript",
+          "Store a Sieve script (RFC 5228) after compiling it; a script that does not compile is a 400 "
+          "with its line and column, and nothing is stored.", h_put_sieve, SELF, "sieve",
+          body=S.obj({"script": {"type": "string", "maxLength": 16 << 20, "description": "the Sieve text"},
+                      "activate": {"type": "boolean", "description": "also make it the active script"}},
+                     ("script",)),
+          response=SIEVE_OUT, also=(201,), errors=(404, 409)),
+        E("DELETE", "/api/accounts/{account}/sieve/{script}", "deleteSieveScript",
+          "Delete a Sieve script (not the active one: deactivate it first).", h_delete_sieve, SELF, "sieve",
+          response=REMOVED, errors=(404, 409)),
+        E("PUT", "/api/accounts/{account}/sieve/{script}/active", "activateSieveScript",
+          "Make this the script run at delivery (the previous one stops).", h_activate_sieve, SELF, "sieve",
+          response=SIEVE_ACTIVE_OUT, errors=(404,)),
+        E("DELETE", "/api/accounts/{account}/sieve/{script}/active", "deactivateSieveScript",
+          "Run no script at delivery; this must be the active script.", h_deactivate_sieve, SELF, "sieve",
+          response=SIEVE_ACTIVE_OUT, errors=(404, 409)),
+        # spam training
+        E("POST", "/api/accounts/{account}/spam-training/{kind}", "trainAccountSpamFilter",
+          "Teach the account's spam filter a raw message (RFC 5322) as spam or ham (yours, or any as admin).",
+          h_train_account, SELF, "spam", body={"type": "string", "format": "binary", "minLength": 1},
+          media_types=("message/rfc822", "application/octet-stream"), response=TRAIN_OUT, errors=(404, 503)),
+        E("POST", "/api/spam-training/{kind}", "trainSpamFilter",
+          "Teach the server-wide spam filter a raw message (RFC 5322) as spam or ham.", h_train_global, ADMIN,
+          "spam", body={"type": "string", "format": "binary", "minLength": 1},
+          media_types=("message/rfc822", "application/octet-stream"), response=TRAIN_OUT, errors=(503,)),
         # aliases and groups
         E("GET", "/api/aliases", "listAliases", "Aliases, optionally of one domain.", h_list_aliases, ADMIN,
           "aliases", query={"domain": S.DOMAIN}, response=S.array(ALIAS_OUT), errors=(404,)),
@@ -627,6 +732,9 @@ _CREATED: dict[str, tuple[Callable[[Any, Any], str], dict[str, dict[str, str]]]]
     "addGroup": (lambda p, r: f"/api/groups/{_q(r['name'])}",
                  {op: {"group": "$response.body#/name"} for op in ("getGroup", "setGroupMembers", "removeGroup")}),
     "createAPIToken": (lambda p, r: f"/api/tokens/{r['id']}", {"revokeAPIToken": {"id": "$response.body#/id"}}),
+    "putSieveScript": (lambda p, r: f"/api/accounts/{_q(p['account'])}/sieve/{_q(r['name'])}",
+                       {op: {"account": "$request.path.account", "script": "$request.path.script"} for op in
+                        ("getSieveScript", "activateSieveScript", "deactivateSieveScript", "deleteSieveScript")}),
 }
 
 
@@ -639,7 +747,7 @@ def _link(table: list[Endpoint]) -> None:
 
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "domain": S.DOMAIN, "account": S.LOGIN, "address": S.ADDRESS, "group": S.LOGIN, "selector": S.SELECTOR,
-    "id": S.ID,
+    "id": S.ID, "script": SCRIPT_NAME, "kind": SPAM_CLASS,
 }
 
 
@@ -672,7 +780,7 @@ class AdminAPI:
         try:
             return await self._dispatch(request)
         except AdminError as e:
-            return error_body(request, e.status, e.code, str(e), e.field)
+            return error_body(request, e.status, e.code, str(e), e.field, e.details)
         except Unauthenticated as e:
             request.setHeader(b"WWW-Authenticate", challenge(request))
             return error_body(request, 401, "unauthenticated", str(e))
@@ -684,7 +792,7 @@ class AdminAPI:
         except Exception as e:  # noqa: BLE001 - reported as a 500 with no internals
             mapped = classify(e)
             if mapped is not None:
-                return error_body(request, mapped.status, mapped.code, str(mapped), mapped.field)
+                return error_body(request, mapped.status, mapped.code, str(mapped), mapped.field, mapped.details)
             self.log.failure("admin API request {method} {path} failed", method=request.method,
                              path=request.path)
             return error_body(request, 500, "internal_error", "internal error; see the server log")
@@ -730,10 +838,11 @@ class AdminAPI:
                 raise NotFound(f"no such {name}: {value[:100]!r} ({e})") from None
         query = self._parse_query(request, endpoint)
         body = self._parse_body(request, endpoint)
-        result = await endpoint.handler(self, Call(request, principal, params, query, body))
+        call = Call(request, principal, params, query, body)
+        result = await endpoint.handler(self, call)
         if endpoint.location is not None:
             request.setHeader(b"Location", endpoint.location(params, result).encode("utf-8"))
-        return json_body(request, endpoint.status, result)
+        return json_body(request, call.status or endpoint.status, result)
 
     @staticmethod
     def _parse_path_value(endpoint: Endpoint, name: str, value: str) -> Any:
@@ -783,18 +892,23 @@ class AdminAPI:
                 raise InvalidRequest(str(e), field=name) from None
         return query
 
-    @staticmethod
-    def _parse_body(request: Request, endpoint: Endpoint) -> Any:
-        data = request.content.read(MAX_API_BODY + 1) if request.content is not None else b""
-        if len(data) > MAX_API_BODY:
-            raise _TooLarge(f"an API request body may have at most {MAX_API_BODY} bytes")
+    def _parse_body(self, request: Request, endpoint: Endpoint) -> Any:
+        raw = endpoint.media_types[0] != "application/json"
+        # A message may be as large as the listener accepts (the site refuses larger ones with 413
+        # while they arrive); a JSON document is small.
+        limit = max(MAX_API_BODY, self.server.config.http.max_request_size) if raw else MAX_API_BODY
+        data = request.content.read(limit + 1) if request.content is not None else b""
+        if len(data) > limit:
+            raise _TooLarge(f"this request body may have at most {limit} bytes")
         if endpoint.body is None:
             if data.strip():
                 raise InvalidRequest(f"{endpoint.method} {endpoint.path} takes no request body")
             return None
         content_type = header(request, b"content-type").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise _UnsupportedMediaType("the request body must be application/json")
+        if content_type not in endpoint.media_types:
+            raise _UnsupportedMediaType(f"the request body must be {' or '.join(endpoint.media_types)}")
+        if raw:
+            return data
         try:
             value = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
@@ -861,9 +975,11 @@ def build_openapi(table: list[Endpoint]) -> dict[str, Any]:
         if parameters:
             op["parameters"] = parameters
         if e.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": e.body}}}
-        responses: dict[str, Any] = {str(e.status): {"description": _STATUS_TEXT[e.status],
-                                                     "content": {"application/json": {"schema": e.response or {}}}}}
+            op["requestBody"] = {"required": True, "content": {m: {"schema": e.body} for m in e.media_types}}
+        responses: dict[str, Any] = {
+            str(status): {"description": _STATUS_TEXT[status],
+                          "content": {"application/json": {"schema": e.response or {}}}}
+            for status in (e.status, *e.also)}
         if e.links:
             responses[str(e.status)]["links"] = {
                 target: {"operationId": target, "parameters": parameters} for target, parameters in e.links.items()}
