@@ -473,3 +473,32 @@ def test_recipient_copies_default_to_mailbox_and_keywords():
     assert recipient.stored_copies() == [MailboxCopy("Junk", frozenset({"$Junk"}))]
     recipient.copies = []
     assert recipient.stored_copies() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_vacation_days_expire(server):
+    now = [1_800_000_000.0]
+    stage = SieveStage.from_server(server)
+    stage.clock = lambda: now[0]
+    account = await new_account(server, 'require "vacation";\nvacation :days 2 "away";\n')
+    sender = f"patient{next(_numbers)}@remote.test"
+    await deliver(stage, [account], message(sender=sender), mail_from=sender)
+    now[0] += 2 * 86400 - 60
+    await deliver(stage, [account], message(sender=sender), mail_from=sender)
+    assert len(queued_to(server, sender)) == 1
+    now[0] += 120  # the two days are over (RFC 5230 §4.1)
+    await deliver(stage, [account], message(sender=sender), mail_from=sender)
+    assert len(queued_to(server, sender)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_keep_goes_where_the_spam_stage_sent_the_copy(server, stage):
+    account = await new_account(server, 'require ["fileinto", "copy"];\nfileinto :copy "Archive";\n')
+    recipient = RecipientContext(account.address, account.id, mailbox="Junk", keywords={"$Junk"})
+    context = DeliveryContext(Envelope("carol@remote.test", (account.address,), "client.remote.test", "192.0.2.7"),
+                              message().replace(b"{rcpt}", account.address.encode()), [recipient])
+    await DeliveryPipeline([stage]).run(context)
+    await LocalDelivery(server.core).deliver(context)
+    stored = account.mailboxes()
+    assert stored["Junk"][0][0] == {"$Junk"} and stored["Archive"][0][0] == frozenset()
+    assert "INBOX" not in stored
