@@ -217,7 +217,11 @@ DATE_PARTS = (
 _FIELD_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _ZONE = re.compile(r"^[+-]\d{4}$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENCODED_CHARACTER = re.compile(r"\$\{(hex|unicode):([^}]*)\}", re.IGNORECASE)
+#: The body excludes "$", "{" and "}" so that in "${hex:4${hex:30}}" the inner, valid sequence is
+#: the one decoded (RFC 5228 §2.4.2.4 gives exactly this example; the result is "${hex:40}").
+_ENCODED_CHARACTER = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
+#: A namespaced variable reference (RFC 5229 §3): ``${namespace.name}``.
+_NAMESPACED_VARIABLE = re.compile(r"\$\{((?:[A-Za-z_][A-Za-z0-9_]*\.)+[A-Za-z_][A-Za-z0-9_]*)\}")
 
 #: Header fields a script may never delete (RFC 5293 §7; Pigeonhole agrees).
 PROTECTED_HEADERS = frozenset({"received", "auto-submitted"})
@@ -441,7 +445,22 @@ class Validator:
         values = list(argument.values)
         if self._has("encoded-character"):
             values = [_decode_encoded_characters(value, argument.line, argument.column) for value in values]
+        if self._has("variables"):
+            for value in values:
+                self._check_namespaces(value, argument)
         return values[0] if expected == STRING else values
+
+    def _check_namespaces(self, value: str, argument: StringList) -> None:
+        """RFC 5229 §3: "References to namespaces without a prior require statement for the
+        relevant extension MUST cause an error." The one namespace mailserve knows is
+        ``global``, which include brings (RFC 6609 §3.5)."""
+        for found in _NAMESPACED_VARIABLE.finditer(value):
+            namespace = found.group(1).split(".", 1)[0].lower()
+            if namespace == "global" and self._has("include"):
+                continue
+            raise SieveSyntaxError(
+                f"variable {found.group(0)} is in the unknown namespace '{namespace}'", argument.line, argument.column
+            )
 
     # -- per-command checks ---------------------------------------------------
     def _constant(self, value: str) -> bool:

@@ -46,6 +46,8 @@ from mailserve.sieve import (
         ('if header :is "bad name" "x" { keep; }', 1, 4, "invalid header name"),
         ('require "envelope";\nif envelope "cc" "x" { keep; }', 2, 4, "unsupported envelope part"),
         ('require ["encoded-character", "fileinto"];\nfileinto "${unicode:D800}";', 2, 10, "invalid unicode"),
+        ('require ["variables", "fileinto"];\nfileinto "${com.example.x}";', 2, 10, "unknown namespace 'com'"),
+        ('require ["variables"];\nif header :is "a" "${global.x}" { keep; }', 2, 19, "unknown namespace 'global'"),
     ],
 )
 def test_upload_errors(text: str, line: int, column: int, fragment: str) -> None:
