@@ -58,6 +58,7 @@ import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -72,6 +73,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "DNSConfig",
     "FilesystemBlobConfig",
     "HTTPConfig",
     "IMAPConfig",
@@ -82,6 +84,7 @@ __all__ = [
     "ListenerTLSConfig",
     "LoadContext",
     "LoggingConfig",
+    "MailAuthConfig",
     "ManageSieveConfig",
     "POP3Config",
     "SMTPConfig",
@@ -89,6 +92,7 @@ __all__ = [
     "SearchIndexConfig",
     "Section",
     "ServerConfig",
+    "SpamConfig",
     "StorageConfig",
     "TLSConfig",
     "default_config",
@@ -1338,6 +1342,218 @@ class AuthConfig(Section):
         return self
 
 
+class NameServer(Kind):
+    """A recursive name server: an IP literal with an optional port ("10.0.0.53", "127.0.0.1:5353",
+    "[::1]:53"); the port defaults to 53 (RFC 1035 §4.2)."""
+
+    expected = "a name server address such as '192.0.2.53' or '127.0.0.1:5353'"
+
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> tuple[str, int]:
+        if not isinstance(value, str):
+            raise self.type_error(value)
+        text = value.strip()
+        try:
+            return (str(ipaddress.ip_address(text)), 53)
+        except ValueError:
+            pass
+        match = re.fullmatch(r"\[([^\]]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", text)
+        if match is None:
+            raise InvalidValue(f"invalid name server {_short(value)}; expected an IP address with an "
+                               "optional port ('192.0.2.53', '127.0.0.1:5353', '[::1]:53')")
+        host = match.group(1) or match.group(3)
+        port = int(match.group(2) or match.group(4))
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise InvalidValue(f"invalid name server {_short(value)}: {host!r} is not an IP address") from None
+        if address.version == 6 and match.group(1) is None:
+            raise InvalidValue(f"invalid name server {_short(value)}: IPv6 addresses need brackets, as '[::1]:53'")
+        if not 1 <= port <= 65535:
+            raise InvalidValue(f"invalid port {port} in {_short(value)}; expected 1..65535")
+        return (str(address), port)
+
+
+class FreeTable(Kind):
+    """A table kept as data and validated by its consumer (the spam filter's rule overrides).
+
+    Stored deeply frozen (mappings read-only, arrays as tuples) so the configuration stays immutable;
+    :func:`thaw` gives back plain dicts and lists.
+    """
+
+    expected = "a table"
+
+    def __init__(self, *, array_of_tables: bool = False, max_entries: int = 100_000) -> None:
+        self.array_of_tables = array_of_tables
+        self.max_entries = max_entries
+        if array_of_tables:
+            self.expected = "an array of tables"
+
+    def parse(self, value: object, ctx: LoadContext, path: KeyPath) -> Any:
+        if self.array_of_tables:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(item, Mapping) for item in value):
+                raise self.type_error(value)
+        elif not isinstance(value, Mapping):
+            raise self.type_error(value)
+        counted = [0]
+
+        def freeze(item: Any) -> Any:
+            counted[0] += 1
+            if counted[0] > self.max_entries:
+                raise InvalidValue(f"has more than {self.max_entries} values")
+            if isinstance(item, Mapping):
+                return MappingProxyType({str(key): freeze(inner) for key, inner in item.items()})
+            if isinstance(item, (list, tuple)):
+                return tuple(freeze(inner) for inner in item)
+            if isinstance(item, _SubstitutedStr):
+                return _coerce_substituted(item)
+            if item is _UNUSABLE:
+                raise InvalidValue("holds a value whose substitution failed")
+            return item
+
+        return freeze(value)
+
+
+def thaw(value: Any) -> Any:
+    """Plain ``dict``/``list`` copies of a value frozen by :class:`FreeTable`."""
+    if isinstance(value, Mapping):
+        return {key: thaw(inner) for key, inner in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(inner) for inner in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DNSConfig(Section):
+    """The one DNS resolver every part uses (SPF, DKIM, DMARC, DNS lists, outbound MX routing)."""
+
+    section: ClassVar[str] = "dns"
+
+    nameservers: tuple[tuple[str, int], ...] = option(
+        ListOf(NameServer(), max_items=16), [],
+        "Recursive name servers to ask, as 'address' or 'address:port'; empty uses the nameserver lines "
+        "of /etc/resolv.conf. Use a validating resolver you trust: DNS answers decide SPF, DKIM and DMARC.",
+        default_doc="the servers in /etc/resolv.conf")
+    timeout: float = option(
+        Duration(0.1, 60), "5s",
+        "How long one lookup (with its retry) may take before it counts as a temporary failure "
+        "(SPF/DKIM/DMARC temperror, RFC 7208 §2.6.6; outbound delivery retries later).")
+    cache_entries: int = option(
+        Int(0, 10_000_000), 10_000, "Answers kept in the cache (each for its TTL); 0 disables caching.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MailAuthConfig(Section):
+    """Mail authentication: SPF, DKIM, DMARC and ARC checks of inbound mail, signing of outbound mail."""
+
+    section: ClassVar[str] = "mailauth"
+
+    enabled: bool = option(
+        Bool(), True,
+        "Check SPF, DKIM, DMARC and ARC of mail arriving on smtp listeners and add Authentication-Results "
+        "(RFC 8601). Authenticated submissions are never checked.")
+    authserv_id: str = option(
+        Hostname(optional=True), "",
+        "The authserv-id of our Authentication-Results fields (RFC 8601 §2.5); incoming fields claiming "
+        "it are removed.", default_doc="server.hostname")
+    dmarc_reject: str = option(
+        Choice(("reject", "quarantine", "none")), "reject",
+        "What to do with mail failing DMARC when the domain asks for p=reject (RFC 7489 §6.7 lets the "
+        "receiver decide): reject it at the end of DATA with 550 5.7.1, file it into Junk, or only record it.")
+    dmarc_quarantine: str = option(
+        Choice(("quarantine", "none")), "quarantine",
+        "What to do with mail failing DMARC when the domain asks for p=quarantine: file it into Junk, "
+        "or only record it.")
+    spf_fail: str = option(
+        Choice(("none", "quarantine", "reject")), "none",
+        "What to do with mail whose MAIL FROM gets SPF fail (RFC 7208 §8.4): only record and score it (as "
+        "Stalwart and Dovecot setups do, leaving the decision to DMARC), file it into Junk, or reject it "
+        "with 550 5.7.23 (RFC 7372 §3.2).")
+    junk_mailbox: str = option(Str(allow_empty=False, max_length=255), "Junk",
+                               "Mailbox that quarantined mail is filed into.")
+    sign_outbound: bool = option(
+        Bool(), True,
+        "DKIM-sign mail from submission listeners with every key the sender's domain has "
+        "(`mailserve dkim generate DOMAIN`; RFC 6376, RFC 8463).")
+    seal_forwarded: bool = option(
+        Bool(), True, "ARC-seal mail forwarded to remote addresses (RFC 8617 §5.1).")
+    arc_domain: str = option(
+        Hostname(optional=True), "",
+        "Domain whose RSA DKIM key seals forwarded mail (RFC 8617 only defines rsa-sha256); empty uses the "
+        "server host name or the nearest parent domain of it that has a key.", default_doc="automatic")
+
+
+def _shipped_dnsbls(ctx: LoadContext) -> list[Any]:
+    from mailserve.spam.settings import default_rules_text
+
+    return tomllib.loads(default_rules_text()).get("dnsbl", [])
+
+
+#: Tables of the spam filter's rules file that ``[spam]`` may override.
+SPAM_RULE_TABLES = ("thresholds", "limits", "bayes", "greylist", "reputation", "allowlist", "blocklist",
+                    "urls", "scores")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpamConfig(Section):
+    """The built-in spam filter: on or off, and overrides of its shipped rules file (mailserve/spam/rules.toml).
+
+    Every table of the rules file may be given here with only the keys to change (``[spam.scores]``,
+    ``[spam.thresholds]``...); ``[[spam.dnsbl]]`` replaces the DNS list definitions as a whole.
+    """
+
+    section: ClassVar[str] = "spam"
+
+    enabled: bool = option(
+        Bool(), True, "Score inbound mail, add X-Spam-Status/X-Spam-Result, file spam into Junk, reject "
+        "or discard over the thresholds, and learn from Junk moves.")
+    thresholds: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [thresholds] in the rules file: spam, discard, reject.")
+    limits: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [limits]: bytes, parts, tokens and URLs analysed.")
+    bayes: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [bayes]: the classifier and its autolearning.")
+    greylist: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [greylist]: triplet greylisting.")
+    reputation: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [reputation]: sender reputation.")
+    allowlist: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [allowlist]: networks and domains.")
+    blocklist: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [blocklist]: networks and domains.")
+    urls: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [urls]: shorteners, suspicious TLDs, freemail domains.")
+    scores: Mapping[str, Any] = option(FreeTable(), {}, "Overrides of [scores]: the weight of each rule.")
+    dnsbl: tuple[Mapping[str, Any], ...] = option(
+        FreeTable(array_of_tables=True, max_entries=10_000), _shipped_dnsbls,
+        "DNS block- and allowlists (RFC 5782), replacing the shipped ones as a whole; [] disables them.",
+        default_doc="the lists of the rules file")
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        """The overrides as :func:`mailserve.spam.settings.load_settings` takes them."""
+        overrides = {name: thaw(getattr(self, name)) for name in SPAM_RULE_TABLES if getattr(self, name)}
+        overrides["dnsbl"] = thaw(self.dnsbl)
+        return overrides
+
+    def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
+        if failed:
+            return self
+        from mailserve.spam.settings import SpamSettingsError, load_settings
+
+        try:
+            load_settings(self.rules)
+        except SpamSettingsError as exc:
+            for issue in exc.issues:
+                where, _, message = issue.partition(": ")
+                ctx.report(_dotted_path(where, path), message or issue)
+        return self
+
+
+def _dotted_path(text: str, base: KeyPath) -> KeyPath:
+    """``spam.dnsbl[0].zone`` as a key path; the spam filter reports its problems this way."""
+    parts: list[str | int] = []
+    for piece in text.split("."):
+        name, *indexes = re.split(r"\[(\d+)\]", piece)
+        if name:
+            parts.append(name)
+        parts.extend(int(index) for index in indexes if index)
+    if parts and parts[0] == "spam":
+        parts = parts[1:]
+    return (*base, *parts)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config(Section):
     """The whole configuration of one server. Build it with :func:`load_config`, :func:`parse_config`,
@@ -1356,6 +1572,9 @@ class Config(Section):
     managesieve: ManageSieveConfig = field(metadata=nested(ManageSieveConfig, ""))
     http: HTTPConfig = field(metadata=nested(HTTPConfig, ""))
     auth: AuthConfig = field(metadata=nested(AuthConfig, ""))
+    dns: DNSConfig = field(metadata=nested(DNSConfig, ""))
+    mailauth: MailAuthConfig = field(metadata=nested(MailAuthConfig, ""))
+    spam: SpamConfig = field(metadata=nested(SpamConfig, ""))
 
     @property
     def listeners(self) -> tuple[ListenerConfig, ...]:

@@ -229,10 +229,63 @@ class MailServer(MultiService):
 
     @property
     def resolver(self):
-        """The one DNS resolver (``mailserve.dns``) every part shares."""
+        """The one DNS resolver (``mailserve.dns``) every part shares, as ``[dns]`` configures it."""
         from mailserve.dns import Resolver
 
-        return self._part("resolver", lambda: Resolver(reactor=self.reactor))
+        dns = self.config.dns
+        return self._part("resolver", lambda: Resolver(
+            servers=list(dns.nameservers) or None, timeout=dns.timeout, reactor=self.reactor,
+            cache_entries=dns.cache_entries))
+
+    @property
+    def spam_filter(self):
+        """The spam filter (``mailserve.spam``), or ``None`` when ``[spam] enabled = false``."""
+
+        def build():
+            if not self.config.spam.enabled:
+                return None
+            from mailserve.spam.filter import SpamFilter
+            from mailserve.spam.settings import load_settings
+
+            return SpamFilter(self.metadata, resolver=self.resolver, hostname=self.config.server.hostname,
+                              settings=load_settings(self.config.spam.rules), clock=self.reactor)
+
+        return self._part("spam_filter", build)
+
+    @property
+    def outbound_signer(self):
+        """DKIM signing of submissions and ARC sealing of forwards (``mailserve.mailauth.outbound``).
+
+        ``sign_submission(message, sender_domain)`` and ``seal_forward(message,
+        authentication_results)`` both fire with the bytes to send on.
+        """
+        from mailserve.mailauth.outbound import OutboundSigner
+
+        return self._part("outbound_signer", lambda: OutboundSigner.from_server(self))
+
+    def spam_training(self, account_id: int, messages: list, spam: bool):
+        """Teach ``account_id``'s Bayes database that ``messages`` (core message records) are spam or ham.
+
+        IMAP calls it when a user moves mail into Junk (spam) or out of it (ham), as Dovecot's
+        antispam plugin does.  Each message's bytes are read from the blob store in a worker
+        thread, one at a time so a move of thousands of messages never holds them all in memory.
+        Fires with the list of learn outcomes (empty when the spam filter is off).
+        """
+        from twisted.internet.defer import ensureDeferred, succeed
+        from twisted.internet.threads import deferToThread
+
+        spam_filter = self.spam_filter
+        if spam_filter is None or not messages:
+            return succeed([])
+
+        async def train() -> list:
+            outcomes = []
+            for message in messages:
+                raw = await deferToThread(self.blobs.get, message.blob_id)
+                outcomes.append(await spam_filter.train(account_id, raw, spam))
+            return outcomes
+
+        return ensureDeferred(train())
 
     @property
     def outbound_queue(self):

@@ -15,10 +15,19 @@ from typing import Any
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
+from mailserve.mailauth.outbound import sender_domain_of
+from mailserve.mailauth.stage import AUTH_VERDICT_NOTE
 from mailserve.smtp.delivery import LocalDelivery
 from mailserve.smtp.dsn import RecipientReport
 from mailserve.smtp.limits import ConnectionLimits, RateLimiter
-from mailserve.smtp.pipeline import DeliveryContext, DeliveryPipeline, Envelope, Reply
+from mailserve.smtp.pipeline import (
+    DeliveryContext,
+    DeliveryPipeline,
+    Envelope,
+    MessageRejected,
+    Reply,
+    render_headers,
+)
 from mailserve.smtp.server import AcceptedRecipient, SessionSettings, SMTPSession, recipients_for_pipeline
 
 __all__ = ["SMTPFactory", "build_mx", "build_submission"]
@@ -44,6 +53,8 @@ class SMTPFactory(ServerFactory):
         rate_per_sender: int = 0,
         quota_full_permanent: bool = False,
         clock: Any = time.monotonic,
+        server: Any = None,
+        signer: Any = None,
     ) -> None:
         self.settings = settings
         self.core = core
@@ -56,6 +67,10 @@ class SMTPFactory(ServerFactory):
         self.connections = ConnectionLimits(max_connections, max_connections_per_ip)
         self.ip_rate = RateLimiter(rate_per_ip, 60.0, clock)
         self.sender_rate = RateLimiter(rate_per_sender, 60.0, clock)
+        #: The assembled server (for its metrics), when built by ``build_mx``/``build_submission``.
+        self.server = server
+        #: ``OutboundSigner``: DKIM for submissions, ARC seals for forwards (``None``: neither).
+        self.signer = signer
 
     def buildProtocol(self, addr: Any) -> SMTPSession:
         session = SMTPSession(self)
@@ -68,22 +83,67 @@ class SMTPFactory(ServerFactory):
         Fires only once every copy is durable.  When some local copies fail after others were
         stored, the client gets 250 (the message is ours now) and the sender a DSN for the
         failed recipients (RFC 3461 §5.2.3), as Postfix does; when all fail, the client gets
-        the failure instead and nothing is stored.
+        the failure instead and nothing is stored.  Every outcome is counted on the server's
+        metrics (received, delivered, queued, rejected by reason).
         """
+        reply = await self._accept(envelope, recipients, message)
+        if reply.code >= 400:
+            self._count_rejected("delivery")
+        elif self.metrics is not None:
+            self.metrics.messages_received.labels(protocol=self.protocol).inc()
+        return reply
+
+    @property
+    def protocol(self) -> str:
+        """The metrics label of this listener's messages."""
+        return "submission" if self.settings.submission else "smtp"
+
+    @property
+    def metrics(self) -> Any:
+        return getattr(self.server, "metrics", None) if self.server is not None else None
+
+    def _count_rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.messages_rejected.labels(reason=reason).inc()
+
+    async def _accept(self, envelope: Envelope, recipients: list[AcceptedRecipient],
+                      message: bytes) -> Reply:
         contexts = recipients_for_pipeline(recipients)
         remote = [(address, r.notify, r.orcpt) for r in recipients for address in r.remote]
+        original = message
+        authenticated = self.settings.submission or envelope.authenticated_as is not None
+        if authenticated and self.signer is not None:
+            # RFC 6376 §2.2: the signer is the domain's own MTA, before the message leaves it
+            # (or reaches local mailboxes, which then see exactly what remote ones see).
+            message = await self.signer.sign_submission(message, sender_domain_of(message, envelope.mail_from))
         outcomes = []
-        if contexts:
+        context = None
+        if contexts or (remote and not authenticated):
+            # Mail forwarded to remote addresses passes the checks too: a forwarder that relays
+            # spam or DMARC-failing mail gets its own reputation hurt, and the results are what
+            # the ARC seal records.
             context = DeliveryContext(envelope, message, contexts)
-            await self.pipeline.run(context)
-            outcomes = await self.delivery.deliver(context)
+            try:
+                await self.pipeline.run(context)
+            except MessageRejected:
+                self._count_rejected(_rejection_reason(context))
+                raise
+            if contexts:
+                outcomes = await self.delivery.deliver(context)
         failed = [o for o in outcomes if o.failure is not None]
         if failed and len(failed) == len(outcomes) and not remote:
             temporary = [o.failure for o in failed if not o.failure.permanent]
             return temporary[0] if temporary else failed[0].failure
+        if self.metrics is not None:
+            delivered = sum(1 for o in outcomes if o.failure is None and o.mailbox is not None)
+            if delivered:
+                self.metrics.messages_delivered.inc(delivered)
         if remote:
-            await self.queue.enqueue(envelope.mail_from, remote, message, envid=envelope.envid,
+            forwarded = await self._forwarded_copy(context, message)
+            await self.queue.enqueue(envelope.mail_from, remote, forwarded, envid=envelope.envid,
                                      ret=envelope.ret, smtputf8=envelope.smtputf8, body=envelope.body)
+            if self.metrics is not None:
+                self.metrics.messages_queued.inc()
         reports = []
         for outcome in outcomes:
             recipient = outcome.recipient
@@ -96,9 +156,43 @@ class SMTPFactory(ServerFactory):
                 reports.append(RecipientReport(recipient.address, "delivered", "2.0.0",
                                                original_recipient=recipient.orcpt))
         if reports and envelope.mail_from and self.queue is not None:
-            await self.queue.report(envelope.mail_from, reports, message, envid=envelope.envid,
+            await self.queue.report(envelope.mail_from, reports, original, envid=envelope.envid,
                                     ret=envelope.ret, arrival=envelope.received_at)
         return Reply(250, "2.0.0", f"Ok: queued as {envelope.queue_id}")
+
+    async def _forwarded_copy(self, context: DeliveryContext | None, message: bytes) -> bytes:
+        """What goes to remote recipients: for forwarded inbound mail, ARC-sealed (RFC 8617 §5.1).
+
+        The seal records the Authentication-Results we computed on arrival, over the message
+        with forged fields claiming our authserv-id already removed.
+        """
+        verdict = context.notes.get(AUTH_VERDICT_NOTE) if context is not None else None
+        if verdict is None or self.signer is None:
+            return message
+        from mailserve.mailauth.stage import authentication_results_of
+
+        try:
+            return await self.signer.seal_forward(context.message, authentication_results_of(verdict))
+        except Exception as error:  # noqa: BLE001 - a seal is an extra; the mail must still go
+            self.log.warn("cannot ARC-seal forwarded message {queue_id}: {error}",
+                          queue_id=context.envelope.queue_id, error=str(error))
+            return render_headers([("Authentication-Results", authentication_results_of(verdict))]) + context.message
+
+
+def _rejection_reason(context: DeliveryContext) -> str:
+    """The ``reason`` label of a refused message, from what the pipeline stages left behind."""
+    notes = context.notes
+    verdict = notes.get("spam_verdict")
+    if verdict is not None:
+        action = getattr(getattr(verdict, "action", None), "value", "")
+        if action == "greylist-defer":
+            return "greylisted"
+        if action == "reject":
+            return "spam"
+        return "policy"
+    if AUTH_VERDICT_NOTE in notes:
+        return "authentication"
+    return "policy"
 
 
 def _wants(notify: tuple[str, ...], kind: str) -> bool:
@@ -137,6 +231,8 @@ def _build(server: Any, listener: Any, submission: bool) -> SMTPFactory:
         rate_per_ip=smtp.rate_per_ip,
         rate_per_sender=smtp.rate_per_sender,
         quota_full_permanent=smtp.quota_full_permanent,
+        server=server,
+        signer=getattr(server, "outbound_signer", None),
     )
 
 

@@ -16,13 +16,29 @@ __all__ = ["build_pipeline"]
 
 
 def mail_authentication_stage(server: Any) -> IDeliveryStage:
-    """SPF, DKIM, DMARC and ARC results (``mailserve.mailauth``)."""
-    return PassThroughStage("mail authentication")
+    """SPF, DKIM, DMARC and ARC results (``mailserve.mailauth``), as ``[mailauth]`` configures them.
+
+    Authenticated sessions pass through it unchecked; with ``[mailauth] enabled = false`` it
+    is a pass-through stage.
+    """
+    config = server.config
+    if not config.mailauth.enabled:
+        return PassThroughStage("mail authentication")
+    from mailserve.mailauth.stage import AuthPolicy, MailAuthenticationStage
+
+    spam_filter = getattr(server, "spam_filter", None)
+    psl = spam_filter.psl if spam_filter is not None else None
+    return MailAuthenticationStage(server.resolver, AuthPolicy.from_config(config), psl=psl)
 
 
 def spam_verdict_stage(server: Any) -> IDeliveryStage:
-    """The spam filter's verdict (``mailserve.spam``)."""
-    return PassThroughStage("spam verdict")
+    """The spam filter's verdict (``mailserve.spam``); a pass-through with ``[spam] enabled = false``."""
+    spam_filter = getattr(server, "spam_filter", None)
+    if spam_filter is None:
+        return PassThroughStage("spam verdict")
+    from mailserve.spam.stage import SpamVerdictStage
+
+    return SpamVerdictStage(spam_filter, junk_mailbox=server.config.mailauth.junk_mailbox)
 
 
 def sieve_stage(server: Any) -> IDeliveryStage:

@@ -11,7 +11,8 @@ verdict and applies it:
 * ``junk`` files the copy into Junk and sets the ``$Junk`` keyword (RFC 5788 section 3);
 * in every case the ``X-Spam-Status``/``X-Spam-Result`` fields go on each recipient's copy,
   computed with that recipient's own Bayes database where it has one, so Sieve
-  (the next stage) can test them.
+  (the next stage) can test them; when every recipient has the same verdict they go right
+  below our ``Received`` field in the shared message, as a Postfix milter's would.
 
 The mail authentication stage is expected to leave its ``AuthVerdict`` in
 ``context.notes["auth_verdict"]``; without it the authentication rules simply do not fire.
@@ -24,13 +25,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from zope.interface import implementer
 
+from mailserve.mailauth.stage import AUTH_VERDICT_NOTE, insert_below_own_trace
 from mailserve.smtp.pipeline import DeliveryContext, IDeliveryStage, MessageRejected
 from mailserve.spam.filter import SpamFilter
 from mailserve.spam.verdict import SpamAction, SpamContext, SpamVerdict
 
 __all__ = ["AUTH_VERDICT_NOTE", "JUNK_KEYWORD", "SPAM_VERDICT_NOTE", "SpamVerdictStage"]
 
-AUTH_VERDICT_NOTE = "auth_verdict"
 SPAM_VERDICT_NOTE = "spam_verdict"
 #: RFC 5788 section 3 registers ``$Junk`` for messages a filter judged to be spam.
 JUNK_KEYWORD = "$Junk"
@@ -67,11 +68,18 @@ class SpamVerdictStage:
             raise MessageRejected(550, "5.7.1", f"Message refused as spam (score {verdict.score:.1f})")
         if verdict.action is SpamAction.GREYLIST:
             raise MessageRejected(451, "4.7.1", f"Greylisted, please try again in {int(verdict.greylisted_for) + 1} seconds")
-        for recipient in context.recipients:
-            if not recipient.wanted:
-                continue
-            own = verdict.for_account(recipient.account)
-            recipient.headers.extend(own.header_fields())
+        wanted = [recipient for recipient in context.recipients if recipient.wanted]
+        verdicts = {recipient.account: verdict.for_account(recipient.account) for recipient in wanted}
+        shared = {own.header_bytes() for own in verdicts.values()}
+        if len(shared) == 1:
+            # One verdict for everyone (the usual case): the fields go below our Received
+            # field, where a Postfix milter such as rspamd's puts them, in the one shared copy.
+            context.message = insert_below_own_trace(context.message, shared.pop())
+        for recipient in wanted:
+            own = verdicts[recipient.account]
+            if len(shared) > 1:
+                # Accounts whose own Bayes database disagrees get their own fields.
+                recipient.headers.extend(own.header_fields())
             if own.action is SpamAction.DISCARD:
                 recipient.discard()
             elif own.action in (SpamAction.JUNK, SpamAction.REJECT):
