@@ -1330,14 +1330,23 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     # SEARCH / SORT / THREAD ----------------------------------------------------------------------
     async def do_SEARCH(self, tag: str, args: list) -> str | None:
-        from mailserve.imap.searching import run_search
-
-        return await run_search(self, tag, args, uid=False)
+        return await self._search(tag, args, uid=False)
 
     async def do_UID_SEARCH(self, tag: str, args: list) -> str | None:
+        return await self._search(tag, args, uid=True)
+
+    async def _search(self, tag: str, args: list, uid: bool) -> str | None:
+        """SEARCH; a SEARCH with SAVE that fails (NO or BAD) empties ``$`` (RFC 5182 §2.1)."""
         from mailserve.imap.searching import run_search
 
-        return await run_search(self, tag, args, uid=True)
+        saves = (len(args) > 1 and is_atom(args[0], "RETURN") and isinstance(args[1], list)
+                 and any(is_atom(option, "SAVE") for option in args[1]))
+        try:
+            return await run_search(self, tag, args, uid=uid)
+        except (ParseError, CommandFailed, core_errors.MailError):
+            if saves:
+                self.saved_result = []
+            raise
 
     async def do_SORT(self, tag: str, args: list) -> str | None:
         from mailserve.imap.searching import run_sort
