@@ -135,3 +135,34 @@ commands = st.recursive(
 def test_print_then_parse_round_trip(tree: tuple[Command, ...]) -> None:
     text = format_commands(tree)
     assert parse(text) == tree
+
+
+# -- property: any input either compiles or fails with a position inside the text -------------
+
+_FRAGMENTS = [
+    "require", "if", "elsif", "else", "keep", "discard", "stop", "fileinto", "redirect", "header",
+    "address", "envelope", "anyof", "allof", "not", "true", "false", "size", "exists", "set",
+    ":is", ":contains", ":matches", ":over", ":comparator", ":flags", ":copy", '"fileinto"',
+    '"variables"', '"a"', '"${1}"', '"${hex:41}"', '"\\"', '"', "text:", "text:\r\n.\r\n", "\r\n.\r\n",
+    "{", "}", "[", "]", "(", ")", ",", ";", " ", "\n", "\r\n", "\t", "#c\n", "/*", "*/", "1", "10K",
+    "99999999999999999999", "@", "é", "\x00",
+]
+sieve_like = st.lists(st.sampled_from(_FRAGMENTS), max_size=40).map("".join)
+
+
+def _assert_positioned(text: str, error: SieveSyntaxError) -> None:
+    lines = text.split("\n")
+    assert 1 <= error.line <= len(lines), (text, error)
+    assert 1 <= error.column <= len(lines[error.line - 1]) + 2, (text, error)
+    assert str(error).startswith(f"line {error.line}, column {error.column}: ")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(sieve_like, st.text(max_size=60)))
+def test_any_input_compiles_or_fails_with_its_position(text: str) -> None:
+    from mailserve.sieve import compile_script
+
+    try:
+        compile_script(text)
+    except SieveSyntaxError as error:
+        _assert_positioned(text, error)
