@@ -91,6 +91,8 @@ SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\d
 _KEYWORD = re.compile(r"[!#$&'+-\[^-z|}~]+")
 MAX_KEYWORD_LENGTH = 100
 MAX_KEYWORDS_PER_COPY = 64
+#: Longest In-Reply-To/References copied into a vacation reply.
+MAX_REFERENCES_LENGTH = 900
 
 
 # -- tracking store ------------------------------------------------------------------------------
@@ -493,10 +495,15 @@ class SieveStage:
             ("Date", email.utils.formatdate(self.clock(), localtime=True)),
             ("Message-ID", email.utils.make_msgid(domain=self.hostname)),
         ]
-        if action.in_reply_to:
-            lines.append(("In-Reply-To", action.in_reply_to))  # RFC 5230 §5.8
-        if action.references:
-            lines.append(("References", action.references))
+        in_reply_to = _one_line(action.in_reply_to)
+        references = _one_line(action.references)
+        if len(references) > MAX_REFERENCES_LENGTH:
+            # Keep the newest identifiers (RFC 5322 §3.6.4 lets a long References be trimmed).
+            references = references[-MAX_REFERENCES_LENGTH:].partition(" ")[2]
+        if in_reply_to:
+            lines.append(("In-Reply-To", in_reply_to[:MAX_REFERENCES_LENGTH]))  # RFC 5230 §5.8
+        if references:
+            lines.append(("References", references))
         lines.append(("Auto-Submitted", "auto-replied"))  # RFC 3834 §5, RFC 5230 §5.1
         lines.append(("MIME-Version", "1.0"))
         body = action.body.replace("\r\n", "\n").replace("\r", "\n")
@@ -542,11 +549,18 @@ def _recipient_parts(recipient: RecipientContext, separator: str) -> tuple[str, 
     return local, None
 
 
+def _one_line(value: str) -> str:
+    """``value`` with every run of white space (line breaks decoded from encoded words
+    included) made one space: copied header text can never start a header field of its own."""
+    return " ".join(value.split())
+
+
 def _from_header(given: str, recipient: str) -> str:
     """The reply's From: the script's ``:from`` when it is a valid address, else the recipient."""
     name, address = email.utils.parseaddr(decode_header_value(given)) if given else ("", "")
     if not address or "@" not in address or any(char in address for char in "\r\n<>"):
         return f"<{recipient}>"
+    name = _one_line(name)
     if name:
         return email.utils.formataddr((name, address), charset="utf-8")
     return f"<{address}>"

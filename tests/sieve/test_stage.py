@@ -502,3 +502,18 @@ async def test_keep_goes_where_the_spam_stage_sent_the_copy(server, stage):
     stored = account.mailboxes()
     assert stored["Junk"][0][0] == {"$Junk"} and stored["Archive"][0][0] == frozenset()
     assert "INBOX" not in stored
+
+
+@pytest_twisted.ensureDeferred
+async def test_vacation_reply_headers_cannot_be_injected(server, stage):
+    account = await new_account(server, 'require "vacation";\nvacation :from "Evil\\r\\nBcc: x@y <me@example.test>" "away";\n')
+    sender = f"inject{next(_numbers)}@remote.test"
+    raw = message(sender=sender, message_id="=?utf-8?q?<a@b>=0D=0ABcc:_victim@remote.test?=",
+                  extra="References: " + " ".join(f"<ref{i}@remote.test>" for i in range(200)) + "\r\n")
+    await deliver(stage, [account], raw, mail_from=sender)
+    [(_, reply)] = queued_to(server, sender)
+    assert header(reply, "Bcc") == []
+    assert header(reply, "In-Reply-To") == ["<a@b> Bcc: victim@remote.test"]
+    [references] = header(reply, "References")
+    assert len(references) <= 900 and references.endswith("<ref199@remote.test> <a@b> Bcc: victim@remote.test")
+    assert references.startswith("<ref")
