@@ -105,7 +105,7 @@ _KEYWORD_FORBIDDEN = set('(){ %*"\\]')
 MAX_KEYWORD = 256
 MAX_ID_FIELDS = 30
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-                "HIGHESTMODSEQ", "APPENDLIMIT")
+                "HIGHESTMODSEQ", "APPENDLIMIT", "DELETED-STORAGE")
 #: Messages handled per reactor turn in long operations, so other sessions keep being served.
 CHUNK = 256
 
@@ -965,7 +965,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self.send(line)
             if status_items and mailbox is not None:
                 # RFC 5819 §2: the STATUS of each listed selectable mailbox follows its LIST.
-                self.send(b"* STATUS " + self.mailbox_out(name) + b" " + self._status_line(mailbox, status_items))
+                self.send(b"* STATUS " + self.mailbox_out(name) + b" " + await self._status_line(mailbox, status_items))
 
     def _status_items(self, items: list) -> list[str]:
         out = []
@@ -980,7 +980,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             raise BadCommand("STATUS expects at least one item")
         return out
 
-    def _status_line(self, mailbox: Mailbox, items: list[str]) -> bytes:
+    async def _status_line(self, mailbox: Mailbox, items: list[str]) -> bytes:
         values = {
             "MESSAGES": mailbox.messages, "UIDNEXT": mailbox.uidnext, "UIDVALIDITY": mailbox.uidvalidity,
             "UNSEEN": mailbox.unseen, "DELETED": mailbox.deleted, "SIZE": mailbox.size,
@@ -993,6 +993,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 # (RFC 3501 §2.3.2): UIDs above the last claimed one.
                 claimed = self.factory.recent_claims.get((self.account.id, mailbox.id), 0)
                 value = max(0, min(mailbox.messages, mailbox.uidnext - 1 - claimed))
+            elif item == "DELETED-STORAGE":
+                value = await self._deleted_storage(mailbox)
             else:
                 value = values[item]
             parts.append(f"{item} {value}")
@@ -1000,13 +1002,26 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self.enabled.add("CONDSTORE")  # RFC 7162 §3.1: a CONDSTORE-enabling command
         return ("(" + " ".join(parts) + ")").encode()
 
+    async def _deleted_storage(self, mailbox: Mailbox) -> int:
+        """RFC 9208 §4.4 DELETED-STORAGE: octets EXPUNGE would free, in the STORAGE unit (KiB)."""
+        if not mailbox.deleted:
+            return 0
+        uids = self.core.mailbox_uids(self.account.id, mailbox.id)
+        total = 0
+        for start in range(0, len(uids), CHUNK * 4):
+            batch = [m for _, m in uids[start:start + CHUNK * 4]]
+            total += sum(m.size for m in self.core.get_messages(self.account.id, batch) if m is not None and m.deleted)
+            if start + CHUNK * 4 < len(uids):
+                await task.deferLater(self.server.reactor, 0, lambda: None)
+        return (total + 1023) // 1024
+
     async def do_STATUS(self, tag: str, args: list) -> str | None:
         if len(args) != 2 or not isinstance(args[1], list):
             raise BadCommand("STATUS expects a mailbox name and a list of items")
         name = self.mailbox_arg(args[0])
         items = self._status_items(args[1])
         mailbox = self.find_mailbox(name)
-        self.send(b"* STATUS " + self.mailbox_out(mailbox.name) + b" " + self._status_line(mailbox, items))
+        self.send(b"* STATUS " + self.mailbox_out(mailbox.name) + b" " + await self._status_line(mailbox, items))
         return None
 
     async def do_APPEND(self, tag: str, args: list) -> str | None:

@@ -230,7 +230,9 @@ def test_status_every_item(imap):
         every = "MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE RECENT HIGHESTMODSEQ APPENDLIMIT"
         out = {"status": ok(c, f"STATUS INBOX ({every})")}
         out["select"] = ok(c, "EXAMINE INBOX")
-        out["selected"] = ok(c, "STATUS INBOX (MESSAGES RECENT)")  # STATUS of the selected mailbox works
+        out["selected"] = ok(c, "STATUS INBOX (MESSAGES RECENT)")
+        out["deleted_storage"] = ok(c, "STATUS INBOX (DELETED DELETED-STORAGE)")
+        out["no_deleted"] = ok(c, "STATUS Sent (DELETED DELETED-STORAGE)")  # STATUS of the selected mailbox works
         out["errors"] = [c.command(cmd)[1] for cmd in (
             "STATUS INBOX (FROB)", "STATUS INBOX ()", "STATUS INBOX MESSAGES", "STATUS Missing (MESSAGES)")]
         out["rev2"] = (ok(c, "ENABLE IMAP4rev2"), c.command("STATUS INBOX (RECENT)")[1],
@@ -253,6 +255,10 @@ def test_status_every_item(imap):
     assert f"[HIGHESTMODSEQ {values['HIGHESTMODSEQ']}]" in select
     assert values["APPENDLIMIT"] == str(1 << 20)
     assert out["selected"] == [b'* STATUS "INBOX" (MESSAGES 6 RECENT 6)']  # EXAMINE claims no \\Recent
+    # RFC 9208 §4.4: what EXPUNGE would free, in KiB like the STORAGE resource
+    assert out["deleted_storage"] == [b'* STATUS "INBOX" (DELETED 1 DELETED-STORAGE %d)'
+                                      % ((sum(deleted) + 1023) // 1024)]
+    assert out["no_deleted"] == [b'* STATUS "Sent" (DELETED 0 DELETED-STORAGE 0)']
     bad_item, empty, not_list, missing = out["errors"]
     assert bad_item.startswith(b"BAD ") and empty.startswith(b"BAD ") and not_list.startswith(b"BAD ")
     assert missing.startswith(b"NO [NONEXISTENT] ")
