@@ -21,8 +21,11 @@ from mailserve.sieve.stage import SieveStage, StoredResponseTracker, clean_flags
 from mailserve.smtp.delivery import LocalDelivery
 from mailserve.smtp.pipeline import DeliveryContext, DeliveryPipeline, Envelope, MailboxCopy, RecipientContext
 from mailserve.smtp.stages import build_pipeline
+from mailserve.spam.filter import SpamFilter
+from mailserve.spam.stage import SpamVerdictStage
 from mailserve.spam.verdict import RuleHit, SpamAction, SpamVerdict
 from tests.e2e.harness import add_user, start_server
+from tests.spam.test_filter import SPAM
 
 _numbers = itertools.count(1)
 
@@ -517,3 +520,19 @@ async def test_vacation_reply_headers_cannot_be_injected(server, stage):
     [references] = header(reply, "References")
     assert len(references) <= 900 and references.endswith("<ref199@remote.test> <a@b> Bcc: victim@remote.test")
     assert references.startswith("<ref")
+
+
+@pytest_twisted.ensureDeferred
+async def test_script_sees_the_real_spam_stage_headers_and_verdict(server, stage):
+    account = await new_account(server, 'require ["fileinto", "spamtest", "relational", "comparator-i;ascii-numeric"];\n'
+                                        'if allof (header :contains "X-Spam-Status" "Yes",\n'
+                                        '          spamtest :value "ge" :comparator "i;ascii-numeric" "6") {\n'
+                                        '  fileinto "Archive";\n}\n')
+    spam_filter = SpamFilter(server.metadata, hostname="mail.example.test", overrides={"greylist": {"enabled": False}})
+    context = DeliveryContext(Envelope("alert@secure-verify-login.icu", (account.address,), "mail.example.org",
+                                       "192.0.2.7"), SPAM, [RecipientContext(account.address, account.id)])
+    await DeliveryPipeline([SpamVerdictStage(spam_filter), stage]).run(context)
+    await LocalDelivery(server.core).deliver(context)
+    stored = account.mailboxes()
+    assert list(stored) == ["Archive"]
+    assert header(stored["Archive"][0][1], "X-Spam-Status")[0].startswith("Yes")
