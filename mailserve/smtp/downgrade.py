@@ -174,6 +174,8 @@ def _split_entity(entity: bytes) -> tuple[bytes, bytes]:
 def _parse_fields(header: bytes) -> list[tuple[bytes, bytes]]:
     """``(name, raw field with folding and CRLF)`` for each field, in order."""
     fields: list[tuple[bytes, bytes]] = []
+    if not header:
+        return fields
     for line in header.split(_CRLF)[:-1] if header.endswith(_CRLF) else header.split(_CRLF):
         if line[:1] in (b" ", b"\t") and fields:
             name, raw = fields[-1]

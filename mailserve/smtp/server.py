@@ -509,11 +509,24 @@ class SMTPSession(Protocol, TimeoutMixin):
         if not self.factory.ip_rate.allow(self.client_ip):
             self.reply(450, "4.7.1", "Error: too many messages from your address, slow down")
             return
-        if self.account is not None and not self.factory.sender_rate.allow(self.account.name):
+        if not self.factory.sender_rate.allow(self._rate_key(transaction.mail_from)):
             self.reply(450, "4.7.1", "Error: too many messages from this sender, slow down")
             return
         self.transaction = transaction
         self.reply(250, "2.1.0", "Ok")
+
+    def _rate_key(self, mail_from: str) -> str:
+        """Who a message counts against for ``smtp.rate_per_sender``.
+
+        The account after AUTH (whatever address it uses), otherwise the envelope sender; the
+        null sender (RFC 5321 §4.5.5) is counted per client address, so that bounces from one
+        host cannot starve everybody else's.
+        """
+        if self.account is not None:
+            return "account:" + self.account.name.lower()
+        if not mail_from:
+            return "null:" + self.client_ip
+        return "sender:" + mail_from.lower()
 
     def _mail_parameters(self, mail_from: str, params: dict[str, str | None]) -> Transaction | None:
         transaction = Transaction(mail_from=mail_from)

@@ -1,0 +1,124 @@
+"""Session limits over real sockets, each with its exact reply: connections overall and per IP,
+message rates per client and per sender, the data timeout."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest_twisted
+
+from tests.smtp.conftest import MESSAGE, in_thread, populate, start
+from tests.smtp.test_server import raw_session, run
+
+
+def greetings(server, count):
+    """Open ``count`` connections at once; return each greeting, then close them all."""
+
+    def go():
+        socks = [socket.create_connection(server.address("smtp"), timeout=5) for _ in range(count)]
+        try:
+            return [s.recv(200).decode() for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+
+    return in_thread(go)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_overall_limit_and_release(tmp_path):
+    server = start(tmp_path, server={"max_connections": 2, "max_connections_per_ip": 2})
+    try:
+        first = await greetings(server, 3)
+        assert [g[:4] for g in first[:2]] == ["220 ", "220 "]
+        assert first[2] == "421 4.7.0 mail.example.test Too many connections, try again later\r\n"
+        # Closed connections are counted out again: the next two are welcome.
+        for _ in range(100):
+            if not _busy(server):
+                break
+            await _sleep(0.02)
+        again = await greetings(server, 2)
+        assert all(g.startswith("220 ") for g in again)
+    finally:
+        await server.stopService()
+
+
+def _busy(server) -> bool:
+    factory = next(s.factory for s in server if getattr(s, "listener", None) is not None
+                   and getattr(s.factory, "connections", None) is not None)
+    return factory.connections.total > 0
+
+
+async def _sleep(seconds):
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_per_ip_exact_reply(tmp_path):
+    server = start(tmp_path, server={"max_connections": 10, "max_connections_per_ip": 1})
+    try:
+        replies = await greetings(server, 2)
+        assert replies[1] == "421 4.7.0 mail.example.test Too many connections from your address, try again later\r\n"
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_timeout_421(tmp_path):
+    server = start(tmp_path, smtp={"data_timeout": "1s", "command_timeout": "30s"})
+    try:
+        await populate(server)
+        lines = await raw_session(server, [
+            b"EHLO x.test\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+            b"Subject: stalled\r\n\r\nhalf a mess",
+        ], read_until=b"421")
+        assert "354 End data with <CR><LF>.<CR><LF>" in lines
+        assert "421 4.4.2 mail.example.test Error: timeout exceeded" in lines
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_per_envelope_sender_without_auth(tmp_path):
+    server = start(tmp_path, smtp={"rate_per_sender": 2})
+    try:
+        await populate(server)
+
+        def script(smtp):
+            smtp.ehlo("x.test")
+            replies = []
+            for sender in ("s@remote.test", "S@remote.test", "s@remote.test", "other@remote.test", "", ""):
+                replies.append(smtp.mail(sender))
+                smtp.rset()
+            smtp.mail("")
+            smtp.rcpt("alice@example.test")
+            return replies
+
+        replies = await run(server, script)
+        # Two per minute for s@remote.test (case-insensitive), its own count for the other sender;
+        # the null sender counts per client address.
+        assert [code for code, _ in replies] == [250, 250, 450, 250, 250, 250]
+        assert replies[2][1] == b"4.7.1 Error: too many messages from this sender, slow down"
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limited_client_can_still_quit_cleanly(tmp_path):
+    server = start(tmp_path, smtp={"rate_per_ip": 1})
+    try:
+        await populate(server)
+
+        def script(smtp):
+            smtp.ehlo("x.test")
+            smtp.sendmail("s@remote.test", ["alice@example.test"], MESSAGE)
+            return smtp.mail("s@remote.test"), smtp.noop()
+
+        refused, noop = await run(server, script)
+        assert refused == (450, b"4.7.1 Error: too many messages from your address, slow down")
+        assert noop[0] == 250  # the session goes on; only new mail is refused
+    finally:
+        await server.stopService()
