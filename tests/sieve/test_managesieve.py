@@ -319,6 +319,33 @@ def test_authenticate_login_mechanism(sieve_server):
     assert listing[-1].startswith(b"OK")
 
 
+@pytest_twisted.inlineCallbacks
+def test_unauthenticate_and_logout(sieve_server):
+    """RFC 5804 §2.14: back to the non-authenticated state; §2.3: LOGOUT answers OK, then closes."""
+
+    def client():
+        c = sieve_server.client()
+        out = {"before": c.command("CAPABILITY"), "unauth": c.command("UNAUTHENTICATE"),
+               "after": c.command("CAPABILITY"), "list": c.command("LISTSCRIPTS"),
+               "again": c.command("UNAUTHENTICATE")}
+        c.login()
+        out["list_again"] = c.command("LISTSCRIPTS")
+        out["logout"] = c.command("LOGOUT")
+        out["closed"] = c.file.readline()
+        c.close()
+        return out
+
+    out = yield in_thread(client)
+    assert capabilities(out["before"])["OWNER"] == USER and capabilities(out["before"])["SASL"] == ""
+    assert out["unauth"] == [b'OK "Logged out"']
+    assert "OWNER" not in capabilities(out["after"]) and capabilities(out["after"])["SASL"] == "PLAIN LOGIN"
+    assert out["list"] == [b'NO "LISTSCRIPTS: Log in first"']
+    assert out["again"] == [b'NO "UNAUTHENTICATE: Log in first"']
+    assert out["list_again"] == [b'OK "Listscripts completed"']
+    assert out["logout"] == [b'OK "Logout completed"']
+    assert out["closed"] == b""
+
+
 # -- scripts ------------------------------------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
