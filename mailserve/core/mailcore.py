@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailserve.core import keys
+from mailserve.core.cache import BlobDerivedCache, RecordCache
 from mailserve.core.errors import (
     InvalidMailboxName,
     MailboxExists,
@@ -45,6 +46,8 @@ from mailserve.core.model import (
     Message,
     Quota,
     normalise_flags,
+    pack,
+    unpack,
 )
 from mailserve.interfaces import IBlobStore, IMetadataStore, IWriteTransaction
 
@@ -59,11 +62,16 @@ MAX_MAILBOX_DEPTH = 32
 
 @dataclass(frozen=True)
 class Ingested:
-    """A message whose bytes are durable in the blob store and whose structure is parsed."""
+    """A message whose bytes are durable in the blob store and whose structure is parsed.
+
+    ``parsed_bytes`` is the stored form of ``parsed``, packed in the ingest thread so the
+    metadata transaction (and the reactor) only copy it.
+    """
 
     blob_id: str
     size: int
     parsed: ParsedMessage
+    parsed_bytes: bytes = b""
 
 
 class _Mutation:
@@ -120,7 +128,10 @@ class MailCore:
         reactor: Any = None,
         threadpool: Any = None,
         clock: Callable[[], float] = time.time,
+        cache_entries: int = 8192,
     ) -> None:
+        """``cache_entries`` bounds the decoded-parse and decoded-record caches
+        (``mailserve.core.cache``); 0 turns them off."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -131,6 +142,9 @@ class MailCore:
         self._threadpool = threadpool
         self._clock = clock
         self._listeners: dict[int | None, list[Listener]] = {}
+        #: Values derived from immutable blobs: parses, protocol renderings of them.
+        self.blob_cache = BlobDerivedCache(cache_entries)
+        self._record_cache = RecordCache(cache_entries * 2)
 
     # -- threads -------------------------------------------------------------------
     def _in_thread(self, fn: Callable, *args: Any) -> Deferred:
@@ -429,11 +443,23 @@ class MailCore:
         return self.metadata.read(fn)
 
     def get_messages(self, account: int, message_ids: Iterable[int]) -> list[Message | None]:
+        """The records of ``message_ids`` (None where there is none), in one read transaction.
+
+        Records whose stored bytes were decoded before come from the record cache, so a
+        SEARCH or FETCH over a mailbox that did not change costs one key lookup per message.
+        """
+        prefix = keys.message(account, 0)[:-4]
+        pack_id = keys.U32.pack
+        decode = self._record_cache.decode
+        from_bytes = Message.from_bytes
+
         def fn(txn) -> list[Message | None]:
-            out = []
+            get = txn.get
+            out: list[Message | None] = []
+            append = out.append
             for msgid in message_ids:
-                data = txn.get(keys.message(account, msgid))
-                out.append(Message.from_bytes(msgid, data) if data is not None else None)
+                data = get(prefix + pack_id(msgid))
+                append(decode(msgid, data, from_bytes) if data is not None else None)
             return out
 
         return self.metadata.read(fn)
@@ -449,13 +475,43 @@ class MailCore:
         return self.metadata.read(fn)
 
     def get_parsed(self, blob_id: str) -> ParsedMessage:
-        """The structure parsed at ingest (envelope, body structure, header block, preview)."""
-        data = self.metadata.read(lambda txn: txn.get(keys.parsed(blob_id)))
-        if data is None:
-            raise KeyError(blob_id)
-        from mailserve.core.model import unpack
+        """The structure parsed at ingest (envelope, body structure, header block, preview).
 
-        return ParsedMessage.from_wire(unpack(data))
+        Raises ``KeyError`` when the blob has no parse record (no message holds it).
+        """
+        parsed = self.blob_cache.get("parsed", blob_id)
+        if parsed is None:
+            parsed = self.get_parsed_many([blob_id])[0]
+            if parsed is None:
+                raise KeyError(blob_id)
+        return parsed
+
+    def get_parsed_many(self, blob_ids: Sequence[str]) -> list[ParsedMessage | None]:
+        """The parses of ``blob_ids`` (None where there is none); what is not cached yet
+        is read in one read transaction rather than one per message."""
+        cache = self.blob_cache
+        out: list[ParsedMessage | None] = [cache.get("parsed", b) for b in blob_ids]
+        missing = [i for i, p in enumerate(out) if p is None]
+        if missing:
+            def fn(txn) -> list[bytes | None]:
+                return [txn.get(keys.parsed(blob_ids[i])) for i in missing]
+
+            for i, data in zip(missing, self.metadata.read(fn), strict=True):
+                if data is not None:
+                    parsed = ParsedMessage.from_wire(unpack(data))
+                    cache.put("parsed", blob_ids[i], parsed)
+                    out[i] = parsed
+        return out
+
+    def derived(self, kind: Any, blob_id: str, compute: Callable[[ParsedMessage], Any]) -> Any:
+        """``compute(parse)`` for a blob, computed once and kept in the blob cache.
+
+        For renderings that depend only on the message bytes (an IMAP ENVELOPE, the header
+        fields SEARCH compares): blobs are content-addressed, so the result never goes
+        stale.  ``kind`` names the rendering and must say everything else it depends on.
+        Raises ``KeyError`` like ``get_parsed``.
+        """
+        return self.blob_cache.derive(kind, blob_id, lambda: compute(self.get_parsed(blob_id)))
 
     def read_blob(self, blob_id: str, offset: int = 0, length: int | None = None) -> Deferred:
         """Bytes of a message, read off the reactor thread."""
@@ -492,7 +548,7 @@ class MailCore:
         def work() -> Ingested:
             parsed = parse_message(raw)
             blob_id = self.blobs.put(raw)
-            return Ingested(blob_id, len(raw), parsed)
+            return Ingested(blob_id, len(raw), parsed, pack(parsed.to_wire()))
 
         return self._in_thread(work)
 
@@ -520,9 +576,7 @@ class MailCore:
         keywords = normalise_flags(keywords)
         if internal_date is None:
             internal_date = int(self._clock())
-        from mailserve.core.model import pack
-
-        parsed_bytes = pack(ingested.parsed.to_wire())
+        parsed_bytes = ingested.parsed_bytes or pack(ingested.parsed.to_wire())
 
         def fn(m: _Mutation) -> AppendResult:
             target = self._load_mailbox(m.txn, account, mailbox)

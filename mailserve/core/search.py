@@ -12,6 +12,15 @@ API
 ``MailSearch.for_account(account)``
     A text source for one account, as ``mailserve.imap.search.SearchContext`` wants.
 
+One word: the index answers alone
+---------------------------------
+A needle that is one word (``substring_word``: letters, digits and marks, the commonest
+SEARCH BODY) can only occur inside one word of a text, so the messages whose terms
+contain it are exactly the messages containing it: ``search_containing`` walks the
+index's term dictionary (not the messages) and its answer needs no verification.  Only
+messages the indexer has not reached yet, and the few with a word longer than the index
+keeps (the adapters mark them), are scanned.
+
 Why the index query is trimmed
 ------------------------------
 The index matches whole words; IMAP matches substrings (``SEARCH BODY ell`` finds
@@ -19,8 +28,9 @@ The index matches whole words; IMAP matches substrings (``SEARCH BODY ell`` find
 a whole word of every text containing the needle, so the index can look it up; the first
 and last word may be the tail or head of a longer word in the text and are left out
 (runs of Han, kana and Hangul are indexed as characters and pairs, so they can always be
-looked up).  A needle with no whole word -- a single word, typically -- therefore has
-no index candidates and its messages are scanned; that keeps every answer exact.
+looked up).  A needle with no whole word that is not one word either (``"lo wo"``)
+therefore has no index candidates and its messages are scanned; that keeps every answer
+exact.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from twisted.logger import Logger
 
 from mailserve.core.mime import decode_header_text, extract_text
 from mailserve.interfaces import SEARCH_FIELDS, ISearchIndex
+from mailserve.storage.search_terms import substring_word
 
 __all__ = ["AccountTextSource", "MailSearch", "fold", "index_query"]
 
@@ -54,6 +65,10 @@ _EDGE_TAIL = regex.compile(rf"[[\p{{L}}\p{{N}}\p{{M}}]--[{_UNSPACED}]]+$", regex
 _WORD_CHAR = regex.compile(r"[\p{L}\p{N}]")
 
 _ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
+#: Index fields whose terms are exactly the words of what ``_verify`` compares.  TEXT is
+#: the header block and the body (RFC 9051 §6.4.4); the address and subject fields are
+#: renderings of header fields and could hold words the header text does not.
+_SUBSTRING_FIELDS = {"text": ("headers", "body"), "body": ("body",), "headers": ("headers",)}
 
 
 def fold(text: str) -> str:
@@ -129,6 +144,23 @@ class MailSearch:
         folded = fold(needle)
         if not wanted or not folded:
             return wanted
+        # What the indexer has not reached, taken *before* the index is asked: a message
+        # indexed in between is then in the index's answer, and none slips between both.
+        pending = self.indexer.pending(account) if self.indexer is not None else set()
+        word = substring_word(needle) if field in _SUBSTRING_FIELDS else None
+        containing = getattr(self.index, "search_containing", None)
+        if word is not None and containing is not None:
+            try:
+                found, uncertain = await self._in_thread(containing, account, _SUBSTRING_FIELDS[field], word)
+            except ValueError as exc:
+                self.log.debug("index refused {word!r}: {exc}", word=word, exc=exc)
+            else:
+                matched = wanted & set(found)
+                unsure = wanted & (set(uncertain) | pending)
+                unsure -= matched
+                if unsure:
+                    matched |= await self._in_thread(self._verify, account, field, folded, sorted(unsure))
+                return matched
         candidates = wanted
         query = index_query(needle)
         if query is not None and self.index is not None:
@@ -137,7 +169,6 @@ class MailSearch:
             except ValueError as exc:  # the index refused the query: scan instead
                 self.log.debug("index refused {query!r}: {exc}", query=query, exc=exc)
             else:
-                pending = self.indexer.pending(account) if self.indexer is not None else set()
                 candidates = wanted & (set(found) | pending)
         if not candidates:
             return set()

@@ -154,10 +154,16 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
             newly_seen = set(unseen)
     wants_flags = any(i.name == "FLAGS" for i in request.items)
     simple = all(i.spec is None and i.name in _RECORD_ITEMS for i in request.items)
+    needs_parsed = request.needs_parsed
     for start in range(0, len(pairs), CHUNK):
         batch = pairs[start:start + CHUNK]
         messages = core.get_messages(account, [view.message_ids[u] for _, u in batch])
-        for (seq, uid), message in zip(batch, messages, strict=True):
+        if needs_parsed:
+            # One read transaction for the batch's parses (most come from the core's cache).
+            present = [m.blob_id for m in messages if m is not None]
+            found = iter(core.get_parsed_many(present))
+            parses = [next(found) if m is not None else None for m in messages]
+        for index, ((seq, uid), message) in enumerate(zip(batch, messages, strict=True)):
             if message is None or view.mailbox_id not in message.mailboxes:
                 continue  # expunged by another session; reported when allowed (§7.5.1)
             if request.changed_since is not None and message.modseq <= request.changed_since:
@@ -165,7 +171,10 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
             if simple:
                 parts = _simple_items(session, request, uid, message)
             else:
-                parts = await _message_items(session, request, seq, uid, message)
+                parsed = parses[index] if needs_parsed else None
+                if needs_parsed and parsed is None:
+                    continue  # the message went with its last reference meanwhile
+                parts = await _message_items(session, request, seq, uid, message, parsed)
             if uid in newly_seen and not wants_flags:
                 parts.append(b"FLAGS " + session._flags(message, uid))
             session.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
@@ -196,10 +205,28 @@ def _simple_items(session: IMAPServerProtocol, request: FetchRequest, uid: int, 
     return out
 
 
+_RENDERERS = {
+    "envelope": lambda parsed, utf8: fetchdata.envelope(parsed, utf8),
+    "bodystructure": lambda parsed, utf8: fetchdata.bodystructure(parsed, True, utf8),
+    "body": lambda parsed, utf8: fetchdata.bodystructure(parsed, False, utf8),
+}
+
+
+def _rendered(core: Any, blob_id: str, parsed: Any, kind: str, utf8: bool) -> bytes:
+    """ENVELOPE / BODYSTRUCTURE / BODY of a message, rendered once per blob and UTF8 mode.
+
+    The rendering depends only on the message bytes (parsed at ingest) and on whether the
+    session enabled UTF8=ACCEPT (RFC 6855 §3), so the core's blob cache keeps it: a client
+    re-fetching envelopes of a mailbox costs a cache lookup per message, as with Dovecot's
+    index cache.
+    """
+    render = _RENDERERS[kind]
+    return core.blob_cache.derive(("imap", kind, utf8), blob_id, lambda: render(parsed, utf8))
+
+
 async def _message_items(session: IMAPServerProtocol, request: FetchRequest, seq: int, uid: int,
-                         message: Any) -> list[bytes]:
+                         message: Any, parsed: Any) -> list[bytes]:
     core = session.core
-    parsed = core.get_parsed(message.blob_id) if request.needs_parsed else None
     utf8 = session.utf8
 
     def read_blob(offset: int, length: int):
@@ -220,11 +247,11 @@ async def _message_items(session: IMAPServerProtocol, request: FetchRequest, seq
             elif name == "MODSEQ":
                 out.append(b"MODSEQ (%d)" % message.modseq)
             elif name == "ENVELOPE":
-                out.append(b"ENVELOPE " + fetchdata.envelope(parsed, utf8))
+                out.append(b"ENVELOPE " + _rendered(core, message.blob_id, parsed, "envelope", utf8))
             elif name == "BODYSTRUCTURE":
-                out.append(b"BODYSTRUCTURE " + fetchdata.bodystructure(parsed, True, utf8))
+                out.append(b"BODYSTRUCTURE " + _rendered(core, message.blob_id, parsed, "bodystructure", utf8))
             elif name == "BODY":
-                out.append(b"BODY " + fetchdata.bodystructure(parsed, False, utf8))
+                out.append(b"BODY " + _rendered(core, message.blob_id, parsed, "body", utf8))
             elif name == "RFC822":
                 data = await core.read_blob(message.blob_id, 0, message.size)
                 out.append(b"RFC822 " + fetchdata.literal(data))

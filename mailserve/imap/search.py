@@ -57,7 +57,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from email.utils import parsedate_tz
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mailserve.core.mime import ParsedMessage, decode_header_text
 from mailserve.core.model import Message, normalise_flag
@@ -621,9 +621,12 @@ class TextSource(Protocol):
         """Of ``message_ids``, those whose ``field`` contains ``needle`` (IMAP substring rules)."""
 
 
-@dataclass(frozen=True)
-class SearchMessage:
-    """One message of the selected mailbox as the session sees it."""
+class SearchMessage(NamedTuple):
+    """One message of the selected mailbox as the session sees it.
+
+    A named tuple rather than a dataclass: a SEARCH builds one per message of the
+    mailbox, and a tuple is the cheapest immutable record to build.
+    """
 
     seq: int
     uid: int
@@ -650,6 +653,10 @@ class SearchContext:
     tz: tzinfo = UTC
     now: Callable[[], float] | None = None
     run_blocking: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
+    #: ``parsed_many(blob_ids)``: many parses in one read (``MailCore.get_parsed_many``).
+    parsed_many: Callable[[Sequence[str]], Sequence[ParsedMessage | None]] | None = None
+    #: ``derived(kind, blob_id, compute)``: a per-blob memo (``MailCore.derived``).
+    derived: Callable[[Any, str, Callable[[ParsedMessage], Any]], Any] | None = None
     _parsed_cache: dict[int, ParsedMessage] = field(default_factory=dict, repr=False)
 
     def parsed_at(self, index: int) -> ParsedMessage:
@@ -658,6 +665,29 @@ class SearchContext:
         if found is None:
             found = self._parsed_cache[index] = self.parsed(self.messages[index].message.blob_id)
         return found
+
+    def preload(self, indices: Iterable[int]) -> None:
+        """Load the parses of many messages in one read before a loop needs them one by one."""
+        if self.parsed_many is None:
+            return
+        wanted = [i for i in indices if i not in self._parsed_cache]
+        if len(wanted) < 2:
+            return
+        loaded = self.parsed_many([self.messages[i].message.blob_id for i in wanted])
+        for i, parsed in zip(wanted, loaded, strict=True):
+            if parsed is not None:
+                self._parsed_cache[i] = parsed
+
+    def header_fields_at(self, index: int) -> list[tuple[str, str]]:
+        """The decoded header fields of ``messages[index]`` (``header_fields``), computed
+        once per message content when the core offers its blob memo."""
+        if self.derived is None:
+            return header_fields(self.parsed_at(index).header)
+        blob_id = self.messages[index].message.blob_id
+        if index in self._parsed_cache:
+            parsed = self._parsed_cache[index]
+            return self.derived("imap-search-header-fields", blob_id, lambda _: header_fields(parsed.header))
+        return self.derived("imap-search-header-fields", blob_id, lambda p: header_fields(p.header))
 
     async def blocking(self, fn: Callable[[], Any]) -> Any:
         if self.run_blocking is not None and len(self.messages) > INLINE_LIMIT:
@@ -843,6 +873,8 @@ class _SetEvaluator:
     def dates(self, key: DateKey, within: set[int]) -> set[int]:
         tz = self.context.tz
         out = set()
+        if key.sent:
+            self.context.preload(within)
         for i in within:
             message = self.messages[i].message
             day = sent_day(self.context.parsed_at(i), message, tz) if key.sent \
@@ -854,10 +886,11 @@ class _SetEvaluator:
     def header(self, key: HeaderKey, within: set[int]) -> set[int]:
         needle = fold(key.text)
         out = set()
+        self.context.preload([i for i in within if i not in self.headers])
         for i in within:
             fields = self.headers.get(i)
             if fields is None:
-                fields = self.headers[i] = header_fields(self.context.parsed_at(i).header)
+                fields = self.headers[i] = self.context.header_fields_at(i)
             for name, value in fields:
                 if name == key.name and (not needle or needle in fold(value)):
                     out.add(i)

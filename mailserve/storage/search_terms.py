@@ -19,6 +19,14 @@ no engine query parser is ever involved, so query syntax (``OR``, ``"``, ``*``,
   query as a substring is therefore found; a few more may be, which is why callers that
   need IMAP substring semantics (RFC 3501 section 6.4.4) filter the candidates.
 * Words are cut to ``MAX_WORD_CHARS`` on both sides, so a long word still finds itself.
+  A field that had a word cut also gets the term ``LONG_WORD_MARKER`` (which no text can
+  produce: ``#`` separates words), so a substring search knows which messages the
+  cut words make uncertain and must verify them.
+* ``substring_word`` says when a needle is one word: every occurrence of it in a text
+  then lies inside one term of that text, so the messages having a term that contains
+  it are exactly the messages containing it (``search_containing`` of the adapters),
+  apart from the marked ones.  This is what lets IMAP's substring SEARCH BODY
+  (RFC 9051 §6.4.4: ``BODY ell`` finds "hello") be answered by the index.
 * A query with no words at all (``"*"``, ``""``) matches every message of the account:
   "every word of the text" is then vacuously true, and it is the only answer that keeps
   the candidates a superset of what a substring search would match.
@@ -41,6 +49,10 @@ MAX_WORD_CHARS = 100
 MAX_QUERY_CHARS = 8192
 #: Most distinct terms one query may look up.
 MAX_QUERY_TERMS = 256
+#: Term added to a field in which a word longer than ``MAX_WORD_CHARS`` was cut.
+LONG_WORD_MARKER = "#long"
+#: Longest word ``search_containing`` looks for (the term dictionary scan is linear in it).
+MAX_SUBSTRING_CHARS = MAX_WORD_CHARS
 #: Largest account or message id (both engines store them as 64-bit integers).
 MAX_ID = 2**63 - 1
 #: The pseudo-field that searches every field of ``SEARCH_FIELDS``.
@@ -56,6 +68,10 @@ _WORD = regex.compile(
 )
 # For ASCII text the rules above reduce to runs of ASCII letters and digits.
 _ASCII_WORD = re.compile(r"[a-z0-9]+")
+# One word of a spaced script, whole: what ``substring_word`` accepts.
+_ONE_SPACED_WORD = regex.compile(
+    rf"[[\p{{L}}\p{{N}}]--[{_UNSPACED}]][[\p{{L}}\p{{N}}\p{{M}}]--[{_UNSPACED}]]*", regex.V1
+)
 _DOCUMENT_KEYS = frozenset(SEARCH_FIELDS) | {"account", "message"}
 
 
@@ -84,11 +100,14 @@ def index_terms(text: str) -> list[str]:
         words = dict.fromkeys(_ASCII_WORD.findall(text.lower()))
         if any(len(word) > MAX_WORD_CHARS for word in words):
             words = dict.fromkeys(word[:MAX_WORD_CHARS] for word in words)
+            words[LONG_WORD_MARKER] = None
         return list(words)
     terms: dict[str, None] = {}
     for unspaced, spaced in _WORD.findall(fold_case(text)):
         if spaced:
             terms[spaced[:MAX_WORD_CHARS]] = None
+            if len(spaced) > MAX_WORD_CHARS:
+                terms[LONG_WORD_MARKER] = None
         else:
             terms.update(dict.fromkeys(unspaced))
             terms.update(dict.fromkeys(unspaced[i : i + 2] for i in range(len(unspaced) - 1)))
@@ -116,6 +135,35 @@ def query_terms(text: str) -> list[str]:
         if len(terms) > MAX_QUERY_TERMS:
             raise ValueError(f"search text has more than {MAX_QUERY_TERMS} distinct words")
     return list(terms)
+
+
+def substring_word(text: str) -> str | None:
+    """The folded ``text`` when it is exactly one word of a spaced script, else None.
+
+    Such a needle occurs in a text only inside one of the text's words (a word is a
+    maximal run of letters, digits and marks, and the needle starts with a letter or
+    digit), so the index answers a substring search for it from its term dictionary.
+    Words longer than ``MAX_SUBSTRING_CHARS`` are refused (None): no term can hold them.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"search text must be str, not {type(text).__name__}")
+    folded = fold_case(text)
+    if not folded or len(folded) > MAX_SUBSTRING_CHARS:
+        return None
+    if folded.isascii():
+        return folded if _ASCII_WORD.fullmatch(folded) else None
+    return folded if _ONE_SPACED_WORD.fullmatch(folded) else None
+
+
+def check_substring_fields(fields: object) -> tuple[str, ...]:
+    """``fields`` as a tuple of ``SEARCH_FIELDS`` names, or a ``ValueError``."""
+    if isinstance(fields, str) or not fields:
+        raise ValueError("fields must be a non-empty sequence of field names")
+    fields = tuple(fields)  # type: ignore[arg-type]
+    for field in fields:
+        if field not in SEARCH_FIELDS:
+            raise ValueError(f"cannot search field {field!r}; expected one of {', '.join(SEARCH_FIELDS)}")
+    return fields
 
 
 def check_id(value: object, what: str) -> int:

@@ -26,13 +26,16 @@ from zope.interface import implementer
 from mailserve.interfaces import SEARCH_FIELDS, ISearchIndex
 from mailserve.storage.search_terms import (
     ALL_FIELDS,
+    LONG_WORD_MARKER,
     SearchIndexClosed,
     SearchIndexLocked,
     analyse_documents,
     check_id,
     check_search_field,
+    check_substring_fields,
     document_key,
     query_terms,
+    substring_word,
 )
 
 __all__ = ["SearchIndexClosed", "SearchIndexLocked", "TantivySearchIndex"]
@@ -166,6 +169,42 @@ class TantivySearchIndex:
             return set()
         hits = searcher.search(query, limit=count, count=False, order_by_field="message").hits
         return {message for message, _address in hits}
+
+    def search_containing(self, account: int, fields, word: str) -> tuple[set, set]:
+        """``(found, uncertain)`` for a substring search of one word (``substring_word``).
+
+        ``found``: messages of ``account`` with a term in one of ``fields`` containing
+        ``word`` -- each of them contains it.  ``uncertain``: messages of which a field
+        had a word cut to ``MAX_WORD_CHARS`` (``LONG_WORD_MARKER``): the word may hide
+        past the cut, so the caller verifies those.  Every other indexed message does not
+        contain ``word``.  The term dictionary is walked by tantivy's regex automaton (in
+        Rust, GIL released), never the documents.
+        """
+        self._check_open()
+        check_id(account, "account")
+        fields = check_substring_fields(fields)
+        folded = substring_word(word)
+        if folded is None:
+            raise ValueError(f"not one word: {word[:60]!r}")
+        # Letters, digits and marks are never regex syntax, so the word needs no escaping.
+        pattern = ".*" + folded + ".*"
+        must, should = tantivy.Occur.Must, tantivy.Occur.Should
+        account_query = tantivy.Query.term_query(self._schema, "account", account)
+
+        def matching(per_field) -> set:
+            alternatives = [(should, per_field(name)) for name in fields]
+            query = tantivy.Query.boolean_query([(must, account_query),
+                                                 (must, tantivy.Query.boolean_query(alternatives))])
+            searcher = self._index.searcher()
+            count = searcher.search(query, limit=1, count=True).count
+            if not count:
+                return set()
+            hits = searcher.search(query, limit=count, count=False, order_by_field="message").hits
+            return {message for message, _address in hits}
+
+        found = matching(lambda name: tantivy.Query.regex_query(self._schema, name, pattern))
+        uncertain = matching(lambda name: tantivy.Query.term_query(self._schema, name, LONG_WORD_MARKER))
+        return found, uncertain - found
 
     def close(self) -> None:
         """Release the index and its write lock; changes not yet committed are discarded."""

@@ -26,14 +26,17 @@ from zope.interface import implementer
 from mailserve.interfaces import SEARCH_FIELDS, ISearchIndex
 from mailserve.storage.search_terms import (
     ALL_FIELDS,
+    LONG_WORD_MARKER,
     AnalysedDocument,
     SearchIndexClosed,
     SearchIndexLocked,
     analyse_documents,
     check_id,
     check_search_field,
+    check_substring_fields,
     document_key,
     query_terms,
+    substring_word,
 )
 
 
@@ -229,6 +232,40 @@ class WhooshSearchIndex:
             self._check_open()
             message_ids = self._message_ids
             return {message_ids[docnum] for docnum in self._searcher.docs_for_query(query)}
+
+    def search_containing(self, account: int, fields, word: str) -> tuple[set, set]:
+        """``(found, uncertain)`` for a substring search of one word; see
+        ``TantivySearchIndex.search_containing``.  Whoosh has no term automaton, so the
+        terms of each field are walked here, in Python."""
+        self._check_open()
+        check_id(account, "account")
+        fields = check_substring_fields(fields)
+        folded = substring_word(word)
+        if folded is None:
+            raise ValueError(f"not one word: {word[:60]!r}")
+        needle = folded.encode("utf-8")
+        marker = LONG_WORD_MARKER.encode("utf-8")
+        with self._searcher_lock:
+            self._check_open()
+            searcher, message_ids = self._searcher, self._message_ids
+            found_terms: list[Query] = []
+            marker_terms: list[Query] = []
+            for name in fields:
+                for term in searcher.lexicon(name):
+                    if needle in term:
+                        found_terms.append(Term(name, term.decode("utf-8")))
+                    elif term == marker:
+                        marker_terms.append(Term(name, LONG_WORD_MARKER))
+            account_term = Term("account", str(account))
+
+            def matching(terms: list[Query]) -> set:
+                if not terms:
+                    return set()
+                query = And([account_term, Or(terms)])
+                return {message_ids[docnum] for docnum in searcher.docs_for_query(query)}
+
+            found = matching(found_terms)
+            return found, matching(marker_terms) - found
 
     def close(self) -> None:
         """Release the index; changes not yet committed are discarded."""
