@@ -17,7 +17,8 @@ dns_server = dnsfixture.dns_server
 
 
 class SMTPTestServer(TestServer):
-    """The server as ``service.py`` will assemble it once the queue is wired in there."""
+    """The server as ``service.py`` assembles it, with DNS from the test's fixture and the
+    queue delivering to the port the far side of a test listens on."""
 
     dns: dnsfixture.DNSFixtureServer | None = None
     queue_port = 25
@@ -38,12 +39,6 @@ class SMTPTestServer(TestServer):
         from mailserve.smtp.queue import OutboundQueue
 
         return self._part("outbound_queue", lambda: OutboundQueue.from_server(self, port=self.queue_port, timeout=10))
-
-    def _open(self) -> None:
-        opened = self._opened
-        super()._open()
-        if not opened:
-            self.outbound_queue.setServiceParent(self)
 
 
 def start(tmp_path, listeners=("smtp", "submission"), dns=None, queue_port=25, config=None, **sections):

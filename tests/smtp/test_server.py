@@ -467,8 +467,8 @@ async def test_dsn_parameters_accepted_and_checked(server):
 async def test_success_dsn_for_local_delivery(server):
     def script(smtp):
         smtp.ehlo("x.test")
-        smtp.mail("carol@example.test", ["ENVID=track-1"])
-        smtp.rcpt("alice@example.test", ["NOTIFY=SUCCESS"])
+        smtp.mail("carol@example.test", ["ENVID=track-1", "RET=HDRS"])
+        smtp.rcpt("alice@example.test", ["NOTIFY=SUCCESS", "ORCPT=rfc822;Alice+2Bold@example.test"])
         return smtp.data(MESSAGE)
 
     assert (await run(server, script))[0] == 250
@@ -482,6 +482,9 @@ async def test_success_dsn_for_local_delivery(server):
     assert b"Return-Path: <>" in report
     assert b"report-type=delivery-status" in report
     assert b"Action: delivered" in report and b"Original-Envelope-Id: track-1" in report
+    # RFC 3461 §4.2: ORCPT comes back as Original-Recipient; §4.3: RET=HDRS returns the header only.
+    assert b"Original-Recipient: rfc822;Alice+old@example.test" in report
+    assert b"Content-Type: text/rfc822-headers" in report and b"Hello there." not in report
 
 
 async def _sleep(seconds):
