@@ -412,6 +412,10 @@ class SpamFilter:
         learned_score = base_score + sum(
             hit.score for hit in verdict.hits if hit.rule.startswith("BAYES_")
         )
+        # One outlier (GTUBE weighs 1000) must not own the average for months: a message
+        # counts at most as much as one refused at the reject threshold, as rspamd clamps.
+        bound = settings.reject_threshold
+        learned_score = max(-bound, min(bound, learned_score))
 
         def fn(txn: IWriteTransaction) -> None:
             for triplet, record in greylist_updates:

@@ -226,6 +226,16 @@ async def test_reputation_follows_earlier_scores(metadata):
 
 
 @pytest_twisted.ensureDeferred
+async def test_one_outlier_counts_at_most_as_a_rejected_message_in_reputation(metadata):
+    spam_filter = make_filter(metadata, {**NO_GREYLIST, "bayes": {"enabled": False}})
+    gtube = await spam_filter.check(HAM.replace(b"Alice\r\n", GTUBE + b"\r\n"), context(client_ip="203.0.113.20"))
+    assert gtube.score >= 1000
+    [record] = spam_filter.store.reputations([("ip", "203.0.113.0/24")])
+    # GTUBE weighs 1000; it enters the average as the reject threshold, no more.
+    assert record.average == pytest.approx(spam_filter.settings.reject_threshold)
+
+
+@pytest_twisted.ensureDeferred
 async def test_blocklists(metadata):
     spam_filter = make_filter(metadata, {**NO_GREYLIST, "blocklist": {
         "networks": ["203.0.113.0/24"], "domains": ["example.org", "secure-verify-login.icu"]}})
