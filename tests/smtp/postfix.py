@@ -25,8 +25,11 @@ def available() -> bool:
 
 class PrivatePostfix:
     def __init__(self, port: int, virtual_domain: str = "pf.test", users: tuple[str, ...] = ("user",),
-                 relayhost: str | None = None, hostname: str = "postfix.test") -> None:
+                 relayhost: str | None = None, hostname: str = "postfix.test",
+                 settings: dict[str, str] | None = None) -> None:
         self.port = port
+        #: Extra main.cf parameters, e.g. ``smtpd_discard_ehlo_keywords`` to play an older MTA.
+        self.settings = dict(settings or {})
         self.virtual_domain = virtual_domain
         self.users = users
         self.relayhost = relayhost
@@ -80,6 +83,7 @@ class PrivatePostfix:
             "minimal_backoff_time": "1s",
             "maximal_backoff_time": "2s",
             "queue_run_delay": "1s",
+            **self.settings,
         }
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
             f.writelines(f"{key} = {value}\n" for key, value in main.items())

@@ -32,7 +32,9 @@ async def eventually(predicate, timeout=30.0):
 
 @pytest_twisted.ensureDeferred
 async def test_our_queue_delivers_into_postfix(tmp_path, dns_server):
-    postfix = await in_thread(lambda: PrivatePostfix(free_port()).start())
+    # Postfix without 8BITMIME in its EHLO reply, as an older MTA: we must convert to 7 bits.
+    postfix = await in_thread(lambda: PrivatePostfix(
+        free_port(), settings={"smtpd_discard_ehlo_keywords": "8bitmime, smtputf8"}).start())
     dns_server.add("pf.test", "MX", (10, "mx.pf.test"))
     dns_server.add("mx.pf.test", "A", "127.0.0.1")
     here = start(tmp_path, dns=dns_server, queue_port=postfix.port)
@@ -44,8 +46,10 @@ async def test_our_queue_delivers_into_postfix(tmp_path, dns_server):
             smtp.ehlo("laptop.test")
             smtp.login("alice@example.test", "alice-password")
             refused = smtp.sendmail("alice@example.test", ["user@pf.test"],
-                                    b"From: alice@example.test\r\nTo: user@pf.test\r\nSubject: to postfix\r\n\r\n"
-                                    b"Hello Postfix.\r\n")
+                                    "From: alice@example.test\r\nTo: user@pf.test\r\nSubject: to postfix\r\n"
+                                    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                    "Content-Transfer-Encoding: 8bit\r\n\r\nHello Postfix, schöne Grüße.\r\n".encode(),
+                                    mail_options=["BODY=8BITMIME"])
             smtp.quit()
             return refused
 
@@ -55,6 +59,10 @@ async def test_our_queue_delivers_into_postfix(tmp_path, dns_server):
         assert b"by mail.example.test (mailserve) with ESMTPA id" in delivered
         assert b"Return-Path: <alice@example.test>" in delivered  # added by Postfix's virtual(8)
         assert "status=sent (delivered to maildir)" in postfix.log()
+        # RFC 6152 §3: converted to quoted-printable on the way, nothing 8-bit crossed.
+        assert delivered.isascii()
+        assert b"Content-Transfer-Encoding: quoted-printable" in delivered
+        assert delivered.replace(b"\n", b"\r\n").endswith(b"\r\n\r\nHello Postfix, sch=C3=B6ne Gr=C3=BC=C3=9Fe.\r\n")
         await eventually(lambda: here.outbound_queue.entries() == [])
     finally:
         await here.stopService()
