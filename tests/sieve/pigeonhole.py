@@ -71,25 +71,30 @@ def sieve_test_binary() -> str:
     return path
 
 
-def run_pigeonhole(script_text: str, message: bytes) -> tuple[Outcome, str]:
+def run_pigeonhole(
+    script_text: str, message: bytes, envelope_from: str = ENVELOPE_FROM, envelope_to: str = ENVELOPE_TO
+) -> tuple[Outcome, str]:
     """Run ``sieve-test`` on ``script_text`` and ``message``; returns the
     parsed outcome and the raw report (for assertion messages).
 
     Without ``-e`` sieve-test lists the actions the script asked for; whether
     a vacation reply is really sent (list mail, recipient checks) is only
     decided at execution, so a second run with ``-e`` settles that."""
-    report = _sieve_test(script_text, message, execute=False)
+    report = _sieve_test(script_text, message, False, envelope_from, envelope_to)
     if "failed to compile" in report:
         raise AssertionError(f"sieve-test could not compile the script:\n{report}")
     outcome = parse_report(report)
     if outcome.vacation:
-        executed = _sieve_test(script_text, message, execute=True)
+        executed = _sieve_test(script_text, message, True, envelope_from, envelope_to)
         outcome.vacation = "sent vacation response" in executed
         report += executed
     return outcome, report
 
 
-def _sieve_test(script_text: str, message: bytes, execute: bool) -> str:
+def _sieve_test(
+    script_text: str, message: bytes, execute: bool, envelope_from: str = ENVELOPE_FROM,
+    envelope_to: str = ENVELOPE_TO,
+) -> str:
     binary = sieve_test_binary()
     with tempfile.TemporaryDirectory(prefix="sieve-diff-") as directory:
         base = Path(directory)
@@ -110,8 +115,8 @@ def _sieve_test(script_text: str, message: bytes, execute: bool) -> str:
         for name in ("script.sieve", "message.eml", "dovecot.conf"):
             os.chmod(base / name, 0o666)
         completed = subprocess.run(
-            [binary, "-c", str(base / "dovecot.conf"), "-f", ENVELOPE_FROM, "-a", ENVELOPE_TO,
-             "-r", ENVELOPE_TO, *(["-e"] if execute else []),
+            [binary, "-c", str(base / "dovecot.conf"), "-f", envelope_from, "-a", envelope_to,
+             "-r", envelope_to, *(["-e"] if execute else []),
              str(base / "script.sieve"), str(base / "message.eml")],
             capture_output=True,
             text=True,

@@ -88,9 +88,7 @@ else
 """
 
 
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
+RFC5228_S9_MESSAGES = [
         (("Sender: owner-ietf-mta-filters@imc.org", "From: a@else.example", "To: me@example.com"),
          [FileInto("filter")]),
         (("From: colleague@Example.COM", "To: someone@else.example"), [Keep()]),
@@ -100,8 +98,10 @@ else
         # Mail to me@example.com is company mail: the second branch wins before the spam check.
         (("From: stranger@else.example", "To: me@example.com", "Subject: MAKE big MONEY FAST now"), [Keep()]),
         (("From: friend@else.example", "Cc: me@example.com", "Subject: lunch"), [FileInto("personal")]),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("headers", "expected"), RFC5228_S9_MESSAGES)
 def test_rfc5228_section_9_complete_example(headers, expected):
     assert execute(RFC5228_SECTION_9, message(*headers)).actions == expected
 
@@ -183,18 +183,21 @@ def test_rfc5228_encoded_character_errors(invalid):
 
 # -- RFC 5429 reject and ereject ------------------------------------------------------------------
 
-def test_rfc5429_reject_example():
-    script = """
-    require ["reject"];
+REJECT_EXAMPLE = """
+require ["reject"];
 
-    if header :contains "from" "coyote@desert.example.org" {
-        reject text:
+if header :contains "from" "coyote@desert.example.org" {
+    reject text:
 I am not taking mail from you, and I don't
 want your birdseed, either!
 .
 ;
-    }
-    """
+}
+"""
+
+
+def test_rfc5429_reject_example():
+    script = REJECT_EXAMPLE
     result = execute(script, message("From: coyote@desert.example.org"))
     assert result.actions == [
         Reject("I am not taking mail from you, and I don't\r\nwant your birdseed, either!\r\n")]
@@ -216,15 +219,17 @@ def test_rfc5429_ereject_example():
 
 # -- RFC 3894 copy ----------------------------------------------------------------------------------
 
+COPY_EXAMPLE = """
+require ["copy", "fileinto"];
+if header :contains "subject" "[acme-users]" {
+    fileinto :copy "acme";
+    redirect :copy "archive@example.net";
+}
+"""
+
+
 def test_rfc3894_copy_keeps_the_implicit_keep():
-    script = """
-    require ["copy", "fileinto"];
-    if header :contains "subject" "[acme-users]" {
-        fileinto :copy "acme";
-        redirect :copy "archive@example.net";
-    }
-    """
-    assert execute(script, message("Subject: [acme-users] news")).actions == [
+    assert execute(COPY_EXAMPLE, message("Subject: [acme-users] news")).actions == [
         FileInto("acme", copy=True), Redirect("archive@example.net", copy=True), Keep(implicit=True)]
 
 
@@ -470,16 +475,19 @@ def test_rfc5173_raw_and_text_transforms():
 
 # -- RFC 5260 date and index -------------------------------------------------------------------------
 
+OFFICE_HOURS = """
+require ["date", "relational", "fileinto"];
+if allof(header :is "from" "boss@example.com",
+         date :value "ge" :originalzone "date" "hour" "09",
+         date :value "lt" :originalzone "date" "hour" "17")
+{
+    fileinto "urgent";
+}
+"""
+
+
 def test_rfc5260_date_examples():
-    office_hours = """
-    require ["date", "relational", "fileinto"];
-    if allof(header :is "from" "boss@example.com",
-             date :value "ge" :originalzone "date" "hour" "09",
-             date :value "lt" :originalzone "date" "hour" "17")
-    {
-        fileinto "urgent";
-    }
-    """
+    office_hours = OFFICE_HOURS
     at = "Date: Mon, 2 Jul 2007 {} -0700"
     assert execute(office_hours, message("From: boss@example.com", at.format("16:59:59"))).actions == [
         FileInto("urgent")]
@@ -656,13 +664,16 @@ def test_rfc5235_examples(script, scores, expected):
 
 # -- RFC 5230 vacation -------------------------------------------------------------------------------
 
+VACATION_EXAMPLE = """
+require "vacation";
+vacation :days 23 :addresses ["tjs@example.edu",
+                              "ts4z@landru.example.edu"]
+"I'm away until October 19.  If it's an emergency, call 911, I guess." ;
+"""
+
+
 def test_rfc5230_examples():
-    script = """
-    require "vacation";
-    vacation :days 23 :addresses ["tjs@example.edu",
-                                  "ts4z@landru.example.edu"]
-    "I'm away until October 19.  If it's an emergency, call 911, I guess." ;
-    """
+    script = VACATION_EXAMPLE
     env = SieveEnvironment(now=lambda: NOW, vacation_tracker=MemoryResponseTracker(lambda: 0.0))
     raw = message("From: friend@example.net", "To: ts4z@landru.example.edu", "Subject: lunch?",
                   "Message-ID: <l1@example.net>")
