@@ -141,6 +141,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._closing = False
         self._current = ""
         self._counted_user = False
+        self._bye_after_command: bytes | None = None
 
     # -- connection ----------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -207,7 +208,13 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         return "QRESYNC" in self.enabled
 
     def _literal_limit(self, command: str) -> int:
-        if command == "APPEND":
+        """Largest literal ``command`` may carry now.
+
+        Only APPEND takes messages, and only once authenticated: before login every
+        literal is held to the line limit, so an anonymous client cannot make the server
+        buffer a message-sized literal.
+        """
+        if command == "APPEND" and self.state in _AUTH:
             return self.config.imap.max_literal_size
         return self.config.imap.max_line_length
 
@@ -313,7 +320,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self.framer.refuse_literal()
         tag = (request.tag or "*").encode("ascii", "replace")
         limit = self._literal_limit(request.command)
-        if request.command == "APPEND":
+        if request.command == "APPEND" and self.state in _AUTH:
             # RFC 7889 §4: an APPEND over the limit is NO [TOOBIG].
             self.send(tag + b" NO [TOOBIG] Message is larger than APPENDLIMIT=%d" % limit)
         else:
@@ -337,7 +344,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self._bad_line(command, "expected a tag and a command name")
             return
         tag = str(tokens[0])
-        if not _TAG_RE.match(tag) or "+" in tag or any(c in tag for c in '(){%*"\\'):
+        if not _valid_tag(tag):
             self._bad_line(command, "invalid tag")
             return
         name = tokens[1].upper()
@@ -378,13 +385,17 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self._tagged(tag, "OK", text or f"{self._current or name} completed", code or None)
         finally:
             self._current = ""
+            if self._bye_after_command is not None:
+                self.send(self._bye_after_command)
+                self.flush()
+                self.close()
 
     def _bad_line(self, command: Command, reason: str) -> None:
         first = command.segments[0] if command.segments else b""
-        tag = first.split(b" ", 1)[0]
-        if not tag or not _TAG_RE.match(tag.decode("ascii", "replace").strip()) or tag.startswith(b"+"):
+        tag = first.split(b" ", 1)[0].strip()
+        if not _valid_tag(tag.decode("ascii", "replace")):
             tag = b"*"
-        self.send(tag.strip() + b" BAD " + reason.encode("utf-8", "replace"))
+        self.send(tag + b" BAD " + reason.encode("utf-8", "replace"))
 
     def _tagged(self, tag: str, status: str, text: str, code: str | None = None) -> None:
         line = f"{tag} {status} " + (f"[{code}] " if code else "") + text
@@ -618,10 +629,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if delay:
             await task.deferLater(self.server.reactor, delay, lambda: None)
         if self.auth_failures >= self.config.imap.max_auth_failures:
-            self.send(b"* BYE Too many failed authentication attempts")
-            self.flush()
-            self.close()
-            raise ConnectionError("closed after failed logins")
+            # The tagged NO still tells the client why; the BYE follows it (_execute).
+            self._bye_after_command = b"* BYE Too many failed authentication attempts"
 
     # ============================================================================================
     # Authenticated (RFC 9051 §6.3)
@@ -1382,6 +1391,11 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         from mailserve.imap.searching import run_thread
 
         return await run_thread(self, tag, args, uid=True)
+
+
+def _valid_tag(tag: str) -> bool:
+    """RFC 9051 §9: a tag is 1*<any ASTRING-CHAR except "+">."""
+    return bool(tag) and bool(_TAG_RE.match(tag)) and not any(c in tag for c in '+(){%*"\\')
 
 
 class _AlreadyAnswered(Exception):
