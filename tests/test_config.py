@@ -795,3 +795,71 @@ def test_many_listeners_with_many_addresses_validate_quickly() -> None:
 ])
 def test_absurd_numbers_are_errors_not_crashes(text: str) -> None:
     assert len(issues_of(MINIMAL + text, env={"HUGE": "9" * 5000})) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# [dns], [mailauth], [spam]
+# --------------------------------------------------------------------------------------------------
+
+
+def test_dns_defaults_and_name_servers() -> None:
+    config = parse(MINIMAL)
+    assert (config.dns.nameservers, config.dns.timeout, config.dns.cache_entries) == ((), 5.0, 10_000)
+    config = parse(MINIMAL + '[dns]\nnameservers = ["192.0.2.53", "127.0.0.1:5353", "[::1]:53"]\ntimeout = "1500ms"\n')
+    assert config.dns.nameservers == (("192.0.2.53", 53), ("127.0.0.1", 5353), ("::1", 53))
+    assert config.dns.timeout == 1.5
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('"ns.example.org"', "invalid name server 'ns.example.org'"),
+    ('"127.0.0.1:0"', "invalid port 0 in '127.0.0.1:0'; expected 1..65535"),
+    ('"[::1]"', "invalid name server '[::1]'"),
+    ("53", "expected a name server address"),
+])
+def test_bad_name_servers(value: str, message: str) -> None:
+    issue = only_issue(MINIMAL + f"[dns]\nnameservers = [{value}]\n")
+    assert issue.startswith("test.toml:dns.nameservers[0]: " + message), issue
+
+
+def test_mailauth_defaults_follow_the_hostname() -> None:
+    config = parse(MINIMAL)
+    assert config.mailauth.enabled and config.mailauth.authserv_id == ""
+    assert (config.mailauth.dmarc_reject, config.mailauth.dmarc_quarantine, config.mailauth.spf_fail) == (
+        "reject", "quarantine", "none")
+    from mailserve.mailauth.stage import AuthPolicy
+
+    assert AuthPolicy.from_config(config).authserv_id == "mail.example.org"
+    named = parse(MINIMAL + '[mailauth]\nauthserv_id = "Auth.Example.org"\nspf_fail = "reject"\n')
+    assert AuthPolicy.from_config(named) == AuthPolicy("auth.example.org", spf_fail="reject")
+
+
+def test_mailauth_policy_words_are_checked() -> None:
+    assert only_issue(MINIMAL + '[mailauth]\ndmarc_quarantine = "reject"\n').startswith(
+        "test.toml:mailauth.dmarc_quarantine: unknown value 'reject'; expected one of 'quarantine', 'none'")
+
+
+def test_spam_overrides_reach_the_filter_settings() -> None:
+    from mailserve.spam.settings import load_settings
+
+    config = parse(MINIMAL + "[spam.thresholds]\nspam = 6.5\n[spam.scores]\nGTUBE = 900\n"
+                   '[spam.allowlist]\nnetworks = ["10.0.0.0/8"]\n')
+    settings = load_settings(config.spam.rules)
+    assert (settings.spam_threshold, settings.discard_threshold, settings.score("GTUBE")) == (6.5, 12.0, 900.0)
+    assert [str(n) for n in settings.allow_networks] == ["10.0.0.0/8"]
+    assert len(settings.dnsbls) == 6  # the shipped lists stay unless [[spam.dnsbl]] replaces them
+    replaced = parse(MINIMAL + '[[spam.dnsbl]]\nzone = "bl.example.net"\nkind = "ip"\ncodes = { "127.0.0.2" = "RBL_SPAMCOP" }\n')
+    assert [d.zone for d in load_settings(replaced.spam.rules).dnsbls] == ["bl.example.net"]
+    assert parse(MINIMAL + "[spam]\ndnsbl = []\n").spam.rules["dnsbl"] == []
+    # The configuration stays immutable: the overrides are read-only inside it.
+    with pytest.raises(TypeError):
+        config.spam.scores["GTUBE"] = 1  # type: ignore[index]
+
+
+def test_spam_override_mistakes_are_reported_with_their_key() -> None:
+    issues = issues_of(MINIMAL + '[spam.thresholds]\nspam = "high"\n[spam.scores]\nNO_SUCH_RULE_X = "x"\n'
+                       '[[spam.dnsbl]]\nzone = "bad..zone"\nkind = "ip"\ncodes = { "127.0.0.2" = "RBL_SPAMCOP" }\n')
+    assert "test.toml:spam.thresholds.spam: expected a finite number, got 'high'" in issues
+    assert "test.toml:spam.scores.NO_SUCH_RULE_X: expected a finite number, got 'x'" in issues
+    assert any(issue.startswith("test.toml:spam.dnsbl[0].zone: ") for issue in issues), issues
+    assert only_issue(MINIMAL + "[spam]\nscores = 3\n") == "test.toml:spam.scores: expected a table, got integer 3"
+    assert only_issue(MINIMAL + "[spam]\nenabled = 1\n").startswith("test.toml:spam.enabled: expected a boolean")
