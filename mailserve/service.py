@@ -12,15 +12,20 @@ from __future__ import annotations
 import errno
 import fcntl
 import importlib
+import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from mailserve.config import Config, ListenerConfig
+from mailserve.directory.credentials import AuthenticationSource, authentication_source
 from mailserve.interfaces import IServiceContainer
 
 #: Where each listener protocol's factory builder lives: ``build(server, listener)``.
@@ -88,11 +93,153 @@ class DataDirectoryLock:
             self._fd = None
 
 
+#: What each protocol says to a connection it cannot take, in its own words, before hanging up.
+#: ``{host}`` is the server's name, ``{reason}`` why (the limit that was reached).
+REFUSALS: dict[str, str] = {
+    # RFC 5321 §3.8: a server that cannot serve answers the connection with 421 and closes.
+    "smtp": "421 4.7.0 {host} {reason}, try again later\r\n",
+    "submission": "421 4.7.0 {host} {reason}, try again later\r\n",
+    # RFC 9051 §7.1.5: a BYE greeting; [UNAVAILABLE] is RFC 5530 §3's code for "try later".
+    "imap": "* BYE [UNAVAILABLE] {reason}; try again later\r\n",
+    # RFC 2449 §8 and RFC 3206 §4: -ERR with [SYS/TEMP], a temporary refusal (as Dovecot says it).
+    "pop3": "-ERR [SYS/TEMP] {reason}; try again later\r\n",
+    # RFC 5804 §1.3: BYE with the TRYLATER response code.
+    "managesieve": 'BYE (TRYLATER) "{reason}; try again later"\r\n',
+}
+
+
+class ConnectionGate:
+    """Connections open at once over all listeners of one server, in total and per client address.
+
+    Enforces ``server.max_connections`` and ``server.max_connections_per_ip`` (read at every
+    connection, so a changed configuration applies at once) in one place for every protocol,
+    as Postfix's anvil and Dovecot's ``process_limit``/``mail_max_userip_connections`` do: a
+    flood on one port cannot take the slots of the others.  The per-address table holds only
+    addresses with open connections, so it is bounded by ``max_connections``.
+    """
+
+    def __init__(self, limits: Callable[[], Any]) -> None:
+        self._limits = limits
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+
+    def admit(self, ip: str) -> str | None:
+        """Count a new connection from ``ip``; returns why it is refused (counting nothing), or ``None``."""
+        limits = self._limits()
+        if self.total >= limits.max_connections:
+            return "Too many connections"
+        if self.per_ip.get(ip, 0) >= limits.max_connections_per_ip:
+            return "Too many connections from your address"
+        self.total += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.per_ip.get(ip, 1) - 1
+        if left <= 0:
+            self.per_ip.pop(ip, None)
+        else:
+            self.per_ip[ip] = left
+
+
+class _Refusal(Protocol):
+    """Says the protocol's "too many connections" line and hangs up."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.line)
+        self.transport.loseConnection()
+
+
+class CountedConnection(ProtocolWrapper):
+    """One admitted connection: released from the gate and the active gauge when it closes.
+
+    While its protocol handles an event, the listener's :class:`AuthenticationSource` is the
+    current one, so a failed authentication anywhere below is counted under this protocol
+    (``mailserve.directory.credentials``).
+    """
+
+    ip = ""
+    _counted = False
+
+    def makeConnection(self, transport: Any) -> None:
+        token = authentication_source.set(self.factory.source)
+        try:
+            super().makeConnection(transport)
+        finally:
+            authentication_source.reset(token)
+
+    def dataReceived(self, data: bytes) -> None:
+        token = authentication_source.set(self.factory.source)
+        try:
+            super().dataReceived(data)
+        finally:
+            authentication_source.reset(token)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.closed(self)
+        super().connectionLost(reason)
+
+
+class ListenerFactory(WrappingFactory):
+    """Wraps a listener's protocol factory: admits or refuses each connection at the server-wide
+    gate and counts it (``mailserve_connections_total`` and ``_active`` by protocol)."""
+
+    protocol = CountedConnection
+
+    def __init__(self, wrapped: Any, protocol: str, gate: ConnectionGate, metrics: Any, source: Any,
+                 refusal: Callable[[str], bytes]) -> None:
+        super().__init__(wrapped)
+        self.protocol_name = protocol
+        self.gate = gate
+        self.source = source
+        self._refusal = refusal
+        self._accepted = metrics.connections.labels(protocol=protocol) if metrics is not None else None
+        self._active = metrics.connections_active.labels(protocol=protocol) if metrics is not None else None
+        refused = getattr(metrics, "connections_refused", None)
+        self._refused = refused.labels(protocol=protocol) if refused is not None else None
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        ip = getattr(addr, "host", "") or ""
+        reason = self.gate.admit(ip)
+        if reason is not None:
+            if self._refused is not None:
+                self._refused.inc()
+            refusal = _Refusal(self._refusal(reason))
+            refusal.factory = self
+            return refusal
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            self.gate.release(ip)
+            return None
+        connection = self.protocol(self, inner)
+        connection.ip = ip
+        connection._counted = True
+        if self._accepted is not None:
+            self._accepted.inc()
+            self._active.inc()
+        return connection
+
+    def closed(self, connection: CountedConnection) -> None:
+        self.gate.release(connection.ip)
+        if self._active is not None:
+            self._active.dec()
+
+
 class ListenerService(Service):
     """One ``[server.listener.ID]``: binds every address of it, reports ports in use by name.
 
     Binding happens in ``privilegedStartService`` so that twistd binds low ports before it
     drops privileges, and so that an address in use stops the start with a clear error.
+
+    Every listener's factory is wrapped in a :class:`ListenerFactory`, so connection limits,
+    connection metrics and the protocol label of authentication failures are handled once here
+    for all protocols, not by each.
     """
 
     log = Logger()
@@ -100,9 +247,33 @@ class ListenerService(Service):
     def __init__(self, server: MailServer, listener: ListenerConfig, factory: Any) -> None:
         self.server = server
         self.listener = listener
-        self.factory = factory
+        protocol = listener.protocol
+        metrics = getattr(server, "metrics", None)
+        self.factory = ListenerFactory(
+            factory, protocol, self._gate(server), metrics,
+            AuthenticationSource.for_metrics(protocol, metrics), self._refusal)
         self.ports: list[Any] = []
         self.setName(f"listener:{listener.id}")
+
+    @staticmethod
+    def _gate(server: Any) -> ConnectionGate:
+        """The server's one gate, shared by all its listeners (built once, with its other parts)."""
+        def build() -> ConnectionGate:
+            return ConnectionGate(lambda: server.config.server)
+
+        part = getattr(server, "_part", None)
+        return part("connection_gate", build) if part is not None else build()
+
+    def _refusal(self, reason: str) -> bytes:
+        protocol = self.listener.protocol
+        if protocol == "http":
+            # RFC 9110 §15.6.4: 503 with Retry-After; the connection is closed after it.
+            body = json.dumps({"error": {"code": "unavailable", "message": f"{reason}; try again later"}}).encode()
+            return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Retry-After: 5\r\nConnection: close\r\nContent-Length: "
+                    + str(len(body)).encode() + b"\r\n\r\n" + body)
+        template = REFUSALS.get(protocol, "{reason}\r\n")
+        return template.format(host=self.server.config.server.hostname, reason=reason).encode("utf-8")
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()

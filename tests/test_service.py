@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 import pytest_twisted
 from twisted.application.service import IService, MultiService
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from mailserve.service import MailServer, StartupError, makeService
-from tests.e2e.harness import make_config
+from tests.e2e.harness import make_config, start_server
 
 
 def test_make_service_returns_an_iservice(tmp_path):
@@ -54,3 +60,93 @@ def test_second_instance_on_same_data_directory_refused(tmp_path):
     third = MailServer(make_config(tmp_path))
     third.startService()
     yield third.stopService()
+
+
+# -- connection limits and counts, for every protocol, in ListenerService ------------------------------
+def _greeting(address: tuple[str, int], source: str) -> tuple[socket.socket, bytes]:
+    """Connect from ``source`` (another loopback address is another client) and read the first line."""
+    sock = socket.create_connection(address, timeout=10, source_address=(source, 0))
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return sock, data
+
+
+def _http_refusal(address: tuple[str, int], source: str) -> bytes:
+    sock = socket.create_connection(address, timeout=10, source_address=(source, 0))
+    with sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data
+
+
+async def _eventually(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_wide_connection_limits_answer_in_each_protocols_words(tmp_path):
+    server = start_server(tmp_path, ["smtp", "imap", "pop3", "managesieve", "http"],
+                          server={"max_connections": 2, "max_connections_per_ip": 1})
+    metrics = server.metrics.registry
+
+    def value(name: str, protocol: str) -> float:
+        return metrics.get_sample_value(name, {"protocol": protocol}) or 0.0
+
+    held: list[socket.socket] = []
+    try:
+        # 127.0.0.1 takes its one slot on SMTP; every other listener then refuses that address.
+        sock, greeting = await deferToThread(_greeting, server.address("smtp"), "127.0.0.1")
+        held.append(sock)
+        assert greeting.startswith(b"220 ")
+        expected = {
+            "smtp": b"421 4.7.0 mail.example.test Too many connections from your address, try again later\r\n",
+            "imap": b"* BYE [UNAVAILABLE] Too many connections from your address; try again later\r\n",
+            "pop3": b"-ERR [SYS/TEMP] Too many connections from your address; try again later\r\n",
+            "managesieve": b'BYE (TRYLATER) "Too many connections from your address; try again later"\r\n',
+        }
+        for listener, line in expected.items():
+            refused_sock, answer = await deferToThread(_greeting, server.address(listener), "127.0.0.1")
+            refused_sock.close()
+            assert answer == line, listener
+        http = await deferToThread(_http_refusal, server.address("http"), "127.0.0.1")
+        assert http.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in http
+        assert b"Too many connections from your address" in http
+
+        # Another address gets the second (last) slot of the server; a third address finds it full.
+        sock, greeting = await deferToThread(_greeting, server.address("pop3"), "127.0.0.2")
+        held.append(sock)
+        assert greeting.startswith(b"+OK")
+        refused_sock, answer = await deferToThread(_greeting, server.address("imap"), "127.0.0.3")
+        refused_sock.close()
+        assert answer == b"* BYE [UNAVAILABLE] Too many connections; try again later\r\n"
+
+        assert value("mailserve_connections_total", "smtp") == 1
+        assert value("mailserve_connections_total", "pop3") == 1
+        assert value("mailserve_connections_total", "imap") == 0
+        assert value("mailserve_connections_active", "smtp") == 1
+        assert value("mailserve_connections_refused_total", "imap") == 2
+        assert value("mailserve_connections_refused_total", "http") == 1
+
+        # Closing frees the slots: the counts go back and the address is served again.
+        for sock in held:
+            sock.close()
+        held.clear()
+        await _eventually(lambda: value("mailserve_connections_active", "smtp") == 0
+                          and value("mailserve_connections_active", "pop3") == 0)
+        sock, greeting = await deferToThread(_greeting, server.address("imap"), "127.0.0.1")
+        held.append(sock)
+        assert greeting.startswith(b"* OK")
+        assert value("mailserve_connections_active", "imap") == 1
+    finally:
+        for sock in held:
+            sock.close()
+        await server.stopService()

@@ -16,6 +16,17 @@ key lookup, without knowing its owner (Stalwart and GitHub store tokens the same
 Records are kept in the metadata store under the directory's keys (``mailserve.core.keys``), so
 they are written with the same ``execute`` function as the directory: Deferreds in the server,
 plain values in the CLI.
+
+Counting failed authentications
+-------------------------------
+Every protocol checks passwords through ``Directory.authenticate``, which knows the login and
+the client address but not the protocol.  The protocol is carried alongside instead, in the
+context variable :data:`authentication_source`: each listener sets its
+:class:`AuthenticationSource` while its protocol handles an event (``mailserve.service``), and
+Twisted runs coroutines in the context they were started in, so the source is still current when
+the check is made.  ``Directory.authenticate`` reports each failure to it, which increments
+``mailserve_auth_failures_total{protocol=...}``.  A context variable, unlike a module-level
+registry, holds nothing shared: each connection's events see their own listener's source.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,6 +70,41 @@ class TooManyCredentials(CredentialError):
 
 class InvalidLabel(CredentialError):
     pass
+
+
+@dataclass(frozen=True)
+class AuthenticationSource:
+    """Which protocol is authenticating a client, and what counts its failures."""
+
+    protocol: str
+    on_failure: Callable[[], Any] | None = None
+
+    @classmethod
+    def for_metrics(cls, protocol: str, metrics: Any) -> AuthenticationSource:
+        """A source counting into ``metrics.auth_failures`` (``ServerMetrics``; ``None``: not counted)."""
+        if metrics is None:
+            return cls(protocol)
+        return cls(protocol, metrics.auth_failures.labels(protocol=protocol).inc)
+
+    def failed(self) -> None:
+        if self.on_failure is not None:
+            self.on_failure()
+
+
+#: The source of the authentication being made now (see "Counting failed authentications").
+authentication_source: ContextVar[AuthenticationSource | None] = ContextVar(
+    "mailserve_authentication_source", default=None)
+
+
+def current_authentication_source() -> AuthenticationSource | None:
+    """The source to report to; read it when the check starts (callbacks may run elsewhere)."""
+    return authentication_source.get()
+
+
+def report_authentication_failure(source: AuthenticationSource | None) -> None:
+    """Count one failed authentication (a wrong password, or an address over its budget)."""
+    if source is not None:
+        source.failed()
 
 
 def _digest(secret: str) -> bytes:

@@ -368,14 +368,20 @@ class Directory:
         The Argon2 check runs in a thread; an address over its failure budget is refused
         before any check.
         """
+        from mailserve.directory.credentials import current_authentication_source, report_authentication_failure
+
+        # Which protocol asks (for mailserve_auth_failures_total), read now: ``done`` runs later.
+        source = current_authentication_source()
         if self.throttle.blocked(remote_ip):
             from twisted.internet.defer import fail
 
+            report_authentication_failure(source)
             return fail(TooManyFailures("too many failed logins from this address; try later"))
 
         def done(account: Account | None) -> Account:
             if account is None:
                 self.throttle.failed(remote_ip)
+                report_authentication_failure(source)
                 raise AuthenticationFailed("invalid credentials")
             self.throttle.succeeded(remote_ip)
             return account

@@ -34,6 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.server import Request
 
+from mailserve.directory.credentials import AuthenticationSource, authentication_source
 from mailserve.web.http import client_ip, header, is_loopback, is_secure
 
 SESSION_COOKIE = b"mailserve_session"
@@ -125,6 +126,8 @@ class Authenticator:
         self._clock = clock
         self.sessions = SessionStore(lambda: server.config.http.session_lifetime, clock)
         self._verified: OrderedDict[bytes, tuple[int, float]] = OrderedDict()
+        #: Failures of this listener count as ``mailserve_auth_failures_total{protocol="http"}``.
+        self.source = AuthenticationSource.for_metrics("http", getattr(server, "metrics", None))
 
     # -- helpers ----------------------------------------------------------------------------
     def client_ip(self, request: Request) -> str:
@@ -144,10 +147,10 @@ class Authenticator:
     def _principal(self, account: Any, method: str, session: Session | None = None) -> Principal:
         return Principal(account.id, account.name, account.role == "admin", method, session)
 
-    async def _failed(self, request: Request, why: str) -> None:
-        metrics = getattr(self.server, "metrics", None)
-        if metrics is not None:
-            metrics.auth_failures.labels(protocol="http").inc()
+    async def _failed(self, request: Request, why: str, counted: bool = False) -> None:
+        """Log, count (unless the directory counted it already) and slow down a failure."""
+        if not counted:
+            self.source.failed()
         self.log.info("HTTP authentication failed from {ip}: {why}", ip=self.client_ip(request), why=why)
         delay = self.server.config.auth.failure_delay
         if delay:
@@ -155,24 +158,26 @@ class Authenticator:
 
     # -- password check (shared by Basic and the login form) -----------------------------------
     async def check_password(self, request: Request, login: str, password: str) -> Any:
-        """The Account for ``login``/``password`` (or an app password), else raise."""
+        """The Account for ``login``/``password`` (or an app password), else raise.
+
+        The directory checks both and counts a failure under ``protocol="http"``: the source is
+        set here for the call, whatever context the request is handled in.
+        """
         from mailserve.directory.directory import AuthenticationFailed, TooManyFailures
 
         ip = self.client_ip(request)
-        directory = self.server.directory
+        token = authentication_source.set(self.source)
         try:
-            return await directory.authenticate(login, password, ip)
+            checking = self.server.directory.authenticate(login, password, ip)
+        finally:
+            authentication_source.reset(token)
+        try:
+            return await checking
         except TooManyFailures:
-            await self._failed(request, "throttled")
+            await self._failed(request, "throttled", counted=True)
             raise Throttled("too many failed logins from this address; try again later") from None
         except AuthenticationFailed:
-            # App passwords, until Directory.authenticate checks them itself.
-            account = _find_account(directory, login)
-            if account is not None and account.enabled and account.kind == "individual" \
-                    and self.admin.credentials.verify_app_password(account.id, password):
-                directory.throttle.succeeded(ip)
-                return account
-            await self._failed(request, "wrong credentials")
+            await self._failed(request, "wrong credentials", counted=True)
             raise Unauthenticated("invalid credentials") from None
 
     # -- the three ways in ------------------------------------------------------------------------
@@ -259,10 +264,3 @@ class Authenticator:
         """The session cookie: HttpOnly, SameSite=Strict, Secure on TLS (RFC 6265 §4.1.2; RFC 6265bis)."""
         request.addCookie(SESSION_COOKIE, value.encode("ascii"), path=b"/", max_age=str(max_age).encode(),
                           httpOnly=True, secure=secure, sameSite="strict")
-
-
-def _find_account(directory: Any, login: str) -> Any:
-    try:
-        return directory.get_account(login)
-    except Exception:  # noqa: BLE001 - unknown login
-        return None

@@ -6,6 +6,11 @@ several servers may run in one process (tests do; an embedding application may).
 
 How other parts count
 ---------------------
+Connections (accepted, refused, active) are counted for every protocol by the listener
+(``mailserve.service.ListenerService``), and failed authentications by the directory, labelled
+with the listener's protocol (``mailserve.directory.credentials.AuthenticationSource``); the
+message counters are incremented by the parts that handle messages.
+
 Every protocol gets the object with ``metrics = getattr(server, "metrics", None)`` (``None`` in a
 build without it) and increments the counters below, e.g.::
 
@@ -27,6 +32,8 @@ metric (attribute)                          labels     meaning
 (``deliveries``)                                       ``deferred``, ``bounced``
 ``mailserve_connections_total``             protocol   connections accepted
 (``connections``)
+``mailserve_connections_refused_total``     protocol   connections refused at
+(``connections_refused``)                              ``server.max_connections[_per_ip]``
 ``mailserve_connections_active``            protocol   connections open now (gauge: ``inc`` on
 (``connections_active``)                               connect, ``dec`` on close)
 ``mailserve_auth_failures_total``           protocol   failed authentications
@@ -165,6 +172,9 @@ class ServerMetrics:
             "mailserve_deliveries", "Outbound delivery attempts by result.", ["result"], registry=r)
         self.connections = Counter(
             "mailserve_connections", "Connections accepted.", ["protocol"], registry=r)
+        self.connections_refused = Counter(
+            "mailserve_connections_refused", "Connections refused at the connection limits.", ["protocol"],
+            registry=r)
         self.connections_active = Gauge(
             "mailserve_connections_active", "Connections open now.", ["protocol"], registry=r)
         self.auth_failures = Counter(
@@ -175,7 +185,8 @@ class ServerMetrics:
         # Every protocol's series exists from the start at 0, so rates and alerts work before the
         # first event (Prometheus best practice: avoid missing metrics).
         for protocol in PROTOCOLS:
-            for family in (self.messages_received, self.connections, self.connections_active, self.auth_failures):
+            for family in (self.messages_received, self.connections, self.connections_refused,
+                           self.connections_active, self.auth_failures):
                 family.labels(protocol=protocol)
         for result in ("delivered", "deferred", "bounced"):
             self.deliveries.labels(result=result)
