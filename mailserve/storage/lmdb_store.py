@@ -144,6 +144,10 @@ class LMDBMetadataStore:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: Group commits made by the writer thread, and the write jobs they carried: with
+        #: concurrent writers ``jobs_committed / commits`` is how many share one fsync.
+        self.commits = 0
+        self.jobs_committed = 0
 
     # -- reads -----------------------------------------------------------------
     def read(self, fn: Callable[[IReadTransaction], T]) -> T:
@@ -222,6 +226,8 @@ class LMDBMetadataStore:
                         job.failure = Failure()
                     else:
                         child.commit()
+            self.commits += 1
+            self.jobs_committed += len(batch)
         except BaseException:  # noqa: BLE001 - every job of the batch is told
             # The commit itself failed (disk full, map full): nothing in the batch is durable.
             failure = Failure()

@@ -6,8 +6,9 @@ import base64
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import blockingCallFromThread, deferToThread
 
 from mailserve.core import keys
 from mailserve.core.indexer import SearchIndexer
@@ -143,3 +144,73 @@ def test_imap_search_through_mail_search(core, index, indexer):
     assert (yield ensureDeferred(run("UNSEEN", "BODY", b"project deadline is"))) == [4, 6, 7]
     assert (yield ensureDeferred(run("NOT", "TEXT", b"DEADLINE"))) == [1, 3, 5]
     assert (yield ensureDeferred(run("OR", "SUBJECT", b"note 1", "BODY", b"monday"))) == [2, 7]
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_word_is_answered_by_the_index_and_only_unindexed_messages_are_scanned(core, index, indexer, blobs):
+    inbox = core.find_mailbox(ACCOUNT, "INBOX")
+    hello = yield core.append(ACCOUNT, inbox.id, mail("greeting", "Hello world"))
+    othello = yield core.append(ACCOUNT, inbox.id, mail("play", "Othello tonight"))
+    other = yield core.append(ACCOUNT, inbox.id, mail("Quarterly", "nothing here"))
+    yield indexer.flush()
+    late = yield core.append(ACCOUNT, inbox.id, mail("late", "a late shellfish"))
+    assert indexer.pending(ACCOUNT) == {late.message}
+    # Take the bytes of the indexed messages away: a scan of them would now find nothing,
+    # so what is found for them comes from the index alone.
+    for result in (hello, othello, other):
+        blobs.delete(core.get_message(ACCOUNT, result.message).blob_id)
+    search = MailSearch(core, index, indexer)
+    everything = [r.message for r in (hello, othello, other, late)]
+
+    async def find(field, needle):
+        return await search.matching(ACCOUNT, field, needle, everything)
+
+    assert (yield ensureDeferred(find("body", "ELL"))) == {hello.message, othello.message, late.message}
+    assert (yield ensureDeferred(find("body", "hello"))) == {hello.message, othello.message}
+    assert (yield ensureDeferred(find("body", "shellfish"))) == {late.message}  # pending: scanned
+    assert (yield ensureDeferred(find("text", "quarter"))) == {other.message}  # TEXT includes the header
+    assert (yield ensureDeferred(find("body", "quarter"))) == set()
+    assert (yield ensureDeferred(find("body", "zebra"))) == set()
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_word_past_the_cut_of_a_long_word_is_still_found(core, index, indexer):
+    inbox = core.find_mailbox(ACCOUNT, "INBOX")
+    hidden = yield core.append(ACCOUNT, inbox.id, mail("long", "x" * 150 + "needle and more"))
+    absent = yield core.append(ACCOUNT, inbox.id, mail("long too", "y" * 150 + "hay"))
+    yield indexer.flush()
+    search = MailSearch(core, index, indexer)
+    found = yield ensureDeferred(search.matching(ACCOUNT, "body", "needle", [hidden.message, absent.message]))
+    assert found == {hidden.message}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_message_indexed_during_a_search_is_not_lost(core, index, indexer):
+    """The pending set is read before the index is asked: when the indexer's batch lands
+    between the index's answer (without the message) and the end of the search, the
+    message is still scanned, not lost between both."""
+    inbox = core.find_mailbox(ACCOUNT, "INBOX")
+    result = yield core.append(ACCOUNT, inbox.id, mail("s", "a racing word"))
+    real_search_containing = index.search_containing
+
+    def answer_then_index(*args):
+        answer = real_search_containing(*args)  # the snapshot before the batch
+        blockingCallFromThread(reactor, indexer.flush)  # the batch commits, pending empties
+        return answer
+
+    search = MailSearch(core, _Wrapped(index, search_containing=answer_then_index), indexer)
+    assert indexer.pending(ACCOUNT) == {result.message}
+    found = yield ensureDeferred(search.matching(ACCOUNT, "body", "racing", [result.message]))
+    assert indexer.pending(ACCOUNT) == set()
+    assert found == {result.message}
+
+
+class _Wrapped:
+    """An index with some methods replaced (the real index underneath)."""
+
+    def __init__(self, index, **methods) -> None:
+        self._index = index
+        self.__dict__.update(methods)
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)

@@ -604,3 +604,53 @@ class TestConcurrency:
             # Re-raises anything the searching thread raised.
             assert searching.result() == []
         assert len(index.search(1, "body", "churn")) == 10 * 100 - 9 * 50
+
+
+class TestSubstringOfOneWord:
+    """``search_containing``: IMAP substring search of one word from the term dictionary."""
+
+    def test_finds_words_containing_the_needle_anywhere(self, index):
+        indexed(
+            index,
+            message(1, 1, body="Hello there"),
+            message(1, 2, body="Othello at the theatre"),
+            message(1, 3, body="nothing matching"),
+            message(2, 4, body="hello from another account"),
+        )
+        assert index.search_containing(1, ["body"], "ELL") == ({1, 2}, set())
+        assert index.search_containing(1, ["body"], "hello") == ({1, 2}, set())
+        assert index.search_containing(1, ["body"], "thell") == ({2}, set())
+        assert index.search_containing(1, ["body"], "zebra") == (set(), set())
+
+    def test_searches_only_the_given_fields(self, index):
+        indexed(index, message(1, 1, subject="budget", body="none"), message(1, 2, headers="x-budget: 1"))
+        assert index.search_containing(1, ["body"], "budge") == (set(), set())
+        assert index.search_containing(1, ["headers", "body"], "budge") == ({2}, set())
+        assert index.search_containing(1, ["subject"], "budge") == ({1}, set())
+
+    def test_unicode_is_folded_like_the_text(self, index):
+        indexed(index, message(1, 1, body="Die GRÖSSE der Straße"), message(1, 2, body="café au lait"))
+        assert index.search_containing(1, ["body"], "röss") == ({1}, set())
+        assert index.search_containing(1, ["body"], "STRASS") == ({1}, set())
+        assert index.search_containing(1, ["body"], "afé") == ({2}, set())
+        assert index.search_containing(1, ["body"], "afe") == (set(), set())
+
+    def test_messages_with_cut_words_are_reported_uncertain(self, index):
+        long_word = "x" * 150 + "needle"
+        indexed(index, message(1, 1, body=f"short words and {long_word}"), message(1, 2, body="xxx needle"))
+        found, uncertain = index.search_containing(1, ["body"], "needle")
+        assert found == {2}
+        assert uncertain == {1}  # "needle" sits past the cut: only a scan can tell
+
+    def test_query_syntax_is_plain_text_and_bad_input_refused(self, index):
+        indexed(index, message(1, 1, body="a.*b"))
+        with pytest.raises(ValueError):
+            index.search_containing(1, ["body"], ".*")
+        with pytest.raises(ValueError):
+            index.search_containing(1, ["body"], "two words")
+        with pytest.raises(ValueError):
+            index.search_containing(1, ["body"], "y" * 101)
+        with pytest.raises(ValueError):
+            index.search_containing(1, ["nonsense"], "word")
+        with pytest.raises(ValueError):
+            index.search_containing(1, "body", "word")
