@@ -361,7 +361,9 @@ class MailCore:
             source = self._find_mailbox_txn(txn, account, old)
             if txn.get(keys.mailbox_name(account, new_)) is not None:
                 raise MailboxExists(f"mailbox already exists: {new_}")
-            if new_.startswith(source.name + SEPARATOR):
+            # INBOX's children stay where they are (RFC 3501 §6.3.5), so INBOX may be
+            # renamed to one of them; any other mailbox cannot move below itself.
+            if source.name != "INBOX" and new_.startswith(source.name + SEPARATOR):
                 raise InvalidMailboxName("cannot rename a mailbox into itself")
             levels = new_.split(SEPARATOR)
             for depth in range(1, len(levels)):
