@@ -196,7 +196,10 @@ def test_rename_inbox_moves_messages_and_leaves_inbox(imap):
         ok(watcher, "SELECT INBOX")
         uidvalidity = re.search(rb"UIDVALIDITY (\d+)", b" ".join(ok(c, "STATUS INBOX (UIDVALIDITY)")))
         ok(c, "RENAME INBOX Saved")
+        ok(c, "APPEND INBOX {14+}\r\nSubject: x\r\n\r\n")
+        ok(c, "RENAME INBOX INBOX/Before")  # INBOX may move below itself: its children stay
         out = {
+            "below": ok(c, "STATUS INBOX/Before (MESSAGES)"),
             "names": names(c),
             "inbox": ok(c, "STATUS INBOX (MESSAGES UIDVALIDITY)"),
             "saved": ok(c, "STATUS Saved (MESSAGES)"),
@@ -214,6 +217,7 @@ def test_rename_inbox_moves_messages_and_leaves_inbox(imap):
     assert "Saved/Sub" not in out["names"]
     assert out["inbox"] == [b'* STATUS "INBOX" (MESSAGES 0 UIDVALIDITY ' + out["uidvalidity"] + b")"]
     assert out["saved"] == [b'* STATUS "Saved" (MESSAGES 4)']
+    assert out["below"] == [b'* STATUS "INBOX/Before" (MESSAGES 1)']
     # a session with INBOX selected sees the messages leave
     assert out["watcher"] == [b"* 4 EXPUNGE", b"* 3 EXPUNGE", b"* 2 EXPUNGE", b"* 1 EXPUNGE"]
 

@@ -93,7 +93,7 @@ def test_enable(imap):
         out["not_atom"] = c.command('ENABLE "CONDSTORE"')
         # CONDSTORE is on: STORE answers carry UID and MODSEQ (RFC 7162 §3.1)
         c.command("CREATE Scratch")
-        c.send(b"a1 APPEND Scratch {13+}\r\nSubject: x\r\n\r\n")
+        c.send(b"a1 APPEND Scratch {14+}\r\nSubject: x\r\n\r\n\r\n")
         c.until(b"a1")
         c.command("SELECT Scratch")
         out["store"] = c.command("STORE 1 +FLAGS (\\Flagged)")
