@@ -1363,9 +1363,13 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         """SEARCH; a SEARCH with SAVE that fails (NO or BAD) empties ``$`` (RFC 5182 §2.1)."""
         from mailserve.imap.searching import run_search
 
-        saves = (len(args) > 1 and is_atom(args[0], "RETURN") and isinstance(args[1], list)
-                 and any(is_atom(option, "SAVE") for option in args[1]))
+        has_return = len(args) > 1 and is_atom(args[0], "RETURN") and isinstance(args[1], list)
+        saves = has_return and any(is_atom(option, "SAVE") for option in args[1])
         try:
+            charset_at = 2 if has_return else 0
+            if "UTF8=ACCEPT" in self.enabled and len(args) > charset_at and is_atom(args[charset_at], "CHARSET"):
+                # RFC 6855 §3: after ENABLE UTF8=ACCEPT every string is UTF-8; a CHARSET conflicts.
+                raise BadCommand("SEARCH takes no CHARSET after ENABLE UTF8=ACCEPT")
             return await run_search(self, tag, args, uid=uid)
         except (ParseError, CommandFailed, core_errors.MailError):
             if saves:
@@ -1375,22 +1379,33 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     async def do_SORT(self, tag: str, args: list) -> str | None:
         from mailserve.imap.searching import run_sort
 
+        self._utf8_charset_only(args)
         return await run_sort(self, tag, args, uid=False)
 
     async def do_UID_SORT(self, tag: str, args: list) -> str | None:
         from mailserve.imap.searching import run_sort
 
+        self._utf8_charset_only(args)
         return await run_sort(self, tag, args, uid=True)
 
     async def do_THREAD(self, tag: str, args: list) -> str | None:
         from mailserve.imap.searching import run_thread
 
+        self._utf8_charset_only(args)
         return await run_thread(self, tag, args, uid=False)
 
     async def do_UID_THREAD(self, tag: str, args: list) -> str | None:
         from mailserve.imap.searching import run_thread
 
+        self._utf8_charset_only(args)
         return await run_thread(self, tag, args, uid=True)
+
+    def _utf8_charset_only(self, args: list) -> None:
+        """RFC 6855 §3 (erratum 4029): after ENABLE UTF8=ACCEPT, SORT and THREAD's charset is UTF-8."""
+        if "UTF8=ACCEPT" in self.enabled and len(args) > 1 and isinstance(args[1], Atom | bytes):
+            charset = args[1].upper() if isinstance(args[1], str) else bytes(args[1]).upper().decode("ascii", "replace")
+            if charset != "UTF-8":
+                raise BadCommand("the charset must be UTF-8 after ENABLE UTF8=ACCEPT")
 
 
 def _valid_tag(tag: str) -> bool:

@@ -147,3 +147,31 @@ def test_imap4rev2_search_answers_with_esearch(imap):
     assert out["search"][0] == [b'* ESEARCH (TAG "t4") ALL 3,7']
     assert out["uid"][0] == [b'* ESEARCH (TAG "t5") UID ALL 3,7']
     assert out["none"][0] == [b'* ESEARCH (TAG "t6")']
+
+
+@pytest_twisted.inlineCallbacks
+def test_charset_after_utf8_accept(imap):
+    def scenario():
+        c = RawClient(imap.port())
+        c.login(OTHER)
+        out = {"legacy": (c.command("EXAMINE INBOX"), c.command("SEARCH CHARSET UTF-8 SUBJECT topic"))[1]}
+        c.command("UNSELECT")
+        c.command("ENABLE UTF8=ACCEPT")
+        c.command("EXAMINE INBOX")
+        out["search_charset"] = c.command("SEARCH CHARSET UTF-8 SUBJECT topic")
+        out["search_return_charset"] = c.command("SEARCH RETURN (COUNT) CHARSET US-ASCII ALL")
+        out["search"] = c.command('SEARCH SUBJECT "topic 1"')
+        out["sort_ascii"] = c.command("SORT (SUBJECT) US-ASCII ALL")
+        out["sort_utf8"] = c.command("SORT (SUBJECT) UTF-8 FLAGGED")
+        out["thread_ascii"] = c.command("THREAD REFERENCES US-ASCII ALL")
+        c.close()
+        return out
+
+    out = yield in_thread(scenario)
+    assert out["legacy"] == ([b"* SEARCH 1 2 3 4 5 6 7 8 9 10"], b"OK SEARCH completed")
+    # RFC 6855 §3 and erratum 4029: after ENABLE UTF8=ACCEPT a CHARSET conflicts
+    assert out["search_charset"][1].startswith(b"BAD ")
+    assert out["search_return_charset"][1].startswith(b"BAD ")
+    assert out["search"] == ([b"* SEARCH 1 10"], b"OK SEARCH completed")
+    assert out["sort_ascii"][1].startswith(b"BAD ") and out["thread_ascii"][1].startswith(b"BAD ")
+    assert out["sort_utf8"] == ([b"* SORT 3 7"], b"OK SORT completed")
