@@ -1,8 +1,9 @@
 """The ``mailserve`` command: set up, check, run and administer a server.
 
 Administration commands open the data directory directly (LMDB is safe for several
-processes), so they work whether or not the server is running, and share the directory
-operations the admin API uses.  Every command that lists or shows takes ``--json`` for scripts.
+processes), so they work whether or not the server is running.  Each is one call of the
+service layer the admin REST API uses (``mailserve.admin.service.AdminService``, in its
+synchronous mode), so both check, refuse and answer alike.  Every command that lists or shows takes ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 DEFAULT_CONFIG_PATHS = ("etc/mailserve.toml", "/etc/mailserve/mailserve.toml")
@@ -182,200 +182,193 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(_load(args))
 
 
-# -- domains ----------------------------------------------------------------------------------
-def cmd_domain(args: argparse.Namespace) -> int:
+# -- the shared service layer ------------------------------------------------------------------
+def _service(stores: Stores) -> Any:
+    """The administrative operations of the REST API, in synchronous mode over these stores:
+    every admin command below is one call of it, so the CLI and the API cannot disagree."""
+    from mailserve.admin.service import AdminService
+
+    return AdminService.for_stores(stores)
+
+
+def _admin(args: argparse.Namespace, operation: Callable[[Any], Any]) -> Any:
+    """Open the data directory, run ``operation(service)`` and close it again."""
     stores = _open(args)
-    d = stores.directory
     try:
-        if args.action == "add":
-            domain = d.add_domain(args.name, description=args.description or "")
-            _emit(args, asdict(domain), f"added domain {domain.name}")
-        elif args.action == "list":
-            domains = d.list_domains()
-            _emit(args, [asdict(x) for x in domains],
-                  _table([[x.name, x.catch_all or "-", x.description] for x in domains],
-                         ["DOMAIN", "CATCH-ALL", "DESCRIPTION"]))
-        elif args.action == "show":
-            domain = d.get_domain(args.name)
-            accounts = d.list_accounts(domain=domain.name, kind="individual")
-            groups = d.list_accounts(domain=domain.name, kind="group")
-            aliases = d.list_aliases(domain=domain.name)
-            value = asdict(domain) | {"accounts": [a.name for a in accounts],
-                                      "groups": [g.name for g in groups],
-                                      "aliases": [a.address for a in aliases]}
-            _emit(args, value, "\n".join([
-                f"domain:    {domain.name}",
-                f"catch-all: {domain.catch_all or '-'}",
-                f"accounts:  {', '.join(a.name for a in accounts) or '-'}",
-                f"groups:    {', '.join(g.name for g in groups) or '-'}",
-                f"aliases:   {', '.join(a.address for a in aliases) or '-'}",
-            ]))
-        elif args.action == "remove":
-            d.remove_domain(args.name, force=args.force)
-            _emit(args, {"removed": args.name}, f"removed domain {args.name}")
-        elif args.action == "catch-all":
-            domain = d.set_catch_all(args.name, args.address or None)
-            _emit(args, asdict(domain), f"catch-all of {domain.name}: {domain.catch_all or 'none'}")
+        return operation(_service(stores))
     finally:
         stores.close()
+
+
+def _zone_line(record: dict[str, Any]) -> str:
+    """A record as a zone file line; TXT values split into 255-octet strings (RFC 1035 §3.3.14)."""
+    value = record["value"]
+    if record["type"] == "TXT":
+        chunks = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
+        value = " ".join(f'"{c}"' for c in chunks)
+    line = f"{record['name']} 3600 IN {record['type']} {value}"
+    purpose = record.get("purpose")
+    return f"{line}  ; {purpose}" if purpose else line
+
+
+# -- domains ----------------------------------------------------------------------------------
+def cmd_domain(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        domain = _admin(args, lambda a: a.add_domain(args.name, args.description or ""))
+        _emit(args, domain, f"added domain {domain['name']}")
+    elif args.action == "list":
+        domains = _admin(args, lambda a: a.list_domains())
+        _emit(args, domains, _table([[d["name"], d["catch_all"] or "-", d["description"]] for d in domains],
+                                    ["DOMAIN", "CATCH-ALL", "DESCRIPTION"]))
+    elif args.action == "show":
+        domain = _admin(args, lambda a: a.get_domain(args.name))
+        _emit(args, domain, "\n".join([
+            f"domain:    {domain['name']}",
+            f"catch-all: {domain['catch_all'] or '-'}",
+            f"accounts:  {', '.join(domain['accounts']) or '-'}",
+            f"groups:    {', '.join(domain['groups']) or '-'}",
+            f"aliases:   {', '.join(domain['aliases']) or '-'}",
+        ]))
+    elif args.action == "remove":
+        removed = _admin(args, lambda a: a.remove_domain(args.name, force=args.force))
+        _emit(args, removed, f"removed domain {removed['removed']}")
+    elif args.action == "catch-all":
+        domain = _admin(args, lambda a: a.set_catch_all(args.name, args.address or None))
+        _emit(args, domain, f"catch-all of {domain['name']}: {domain['catch_all'] or 'none'}")
     return 0
 
 
 # -- accounts ---------------------------------------------------------------------------------
 def _read_password(args: argparse.Namespace) -> str:
+    """The new password, from --password-stdin, --password or asked twice on the terminal
+    (the service layer checks its length, as for the API)."""
     if getattr(args, "password_stdin", False):
-        password = sys.stdin.readline().rstrip("\n")
-    elif getattr(args, "password", None):
-        password = args.password
-    else:
-        import getpass
+        return sys.stdin.readline().rstrip("\n")
+    if getattr(args, "password", None):
+        return args.password
+    import getpass
 
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
-            raise CommandError("the passwords differ; nothing changed")
-    if len(password) < 8:
-        raise CommandError("a password needs at least 8 characters; nothing changed")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise CommandError("the passwords differ; nothing changed")
     return password
 
 
-def _account_text(account: Any, quota: Any) -> str:
+def _account_text(account: dict[str, Any]) -> str:
+    quota = account["quota"]
     return "\n".join([
-        f"account:   {account.name} (id {account.id})",
-        f"kind:      {account.kind}, role {account.role}, {'enabled' if account.enabled else 'DISABLED'}",
-        f"name:      {account.display_name or '-'}",
-        f"addresses: {', '.join(account.addresses) or '-'}",
-        (f"quota:     {_size(quota.bytes_used)} used of {_size(quota.bytes_limit)}"
-         f" ({quota.messages_used} messages)"),
+        f"account:   {account['name']} (id {account['id']})",
+        f"kind:      {account['kind']}, role {account['role']}, {'enabled' if account['enabled'] else 'DISABLED'}",
+        f"name:      {account['display_name'] or '-'}",
+        f"addresses: {', '.join(account['addresses']) or '-'}",
+        (f"quota:     {_size(quota['bytes_used'])} used of {_size(quota['bytes_limit'])}"
+         f" ({quota['messages_used']} messages)"),
     ])
 
 
 def cmd_account(args: argparse.Namespace) -> int:
-    stores = _open(args)
-    d = stores.directory
-    try:
-        if args.action == "add":
-            password = _read_password(args)
-            account = d.add_account(
-                args.name, password=password, addresses=args.address or [],
-                display_name=args.display_name or "", quota_bytes=args.quota or 0,
-                role="admin" if args.admin else "user",
-            )
-            _emit(args, account.public(), f"added account {account.name}")
-        elif args.action == "list":
-            accounts = d.list_accounts(domain=args.domain, kind="individual")
-            _emit(args, [a.public() for a in accounts],
-                  _table([[a.name, a.role, "yes" if a.enabled else "no", ", ".join(a.addresses) or "-",
-                           _size(a.quota_bytes)] for a in accounts],
-                         ["ACCOUNT", "ROLE", "ENABLED", "ADDRESSES", "QUOTA"]))
-        elif args.action == "show":
-            account = d.get_account(args.name)
-            quota = stores.core.get_quota(account.id)
-            _emit(args, account.public() | {"quota": asdict(quota)}, _account_text(account, quota))
-        elif args.action == "remove":
-            d.remove_account(args.name)
-            _emit(args, {"removed": args.name}, f"removed account {args.name} and its mail")
-        elif args.action == "passwd":
-            d.set_password(args.name, password=_read_password(args))
-            _emit(args, {"updated": args.name}, f"password of {args.name} changed")
-        elif args.action == "quota":
-            account = d.set_quota(args.name, args.size)
-            _emit(args, account.public(), f"quota of {account.name}: {_size(account.quota_bytes)}")
-        elif args.action in ("enable", "disable"):
-            account = d.set_enabled(args.name, args.action == "enable")
-            _emit(args, account.public(), f"{account.name} {args.action}d")
-        elif args.action == "add-address":
-            account = d.add_address(args.name, args.address)
-            _emit(args, account.public(), f"{args.address} now reaches {account.name}")
-        elif args.action == "remove-address":
-            account = d.remove_address(args.name, args.address)
-            _emit(args, account.public(), f"{args.address} removed from {account.name}")
-    finally:
-        stores.close()
+    name = getattr(args, "name", None)
+    if args.action == "add":
+        password = _read_password(args)
+        account = _admin(args, lambda a: a.add_account(
+            args.name, password, args.address or [], args.display_name or "", args.quota or 0,
+            "admin" if args.admin else "user"))
+        _emit(args, account, f"added account {account['name']}")
+    elif args.action == "list":
+        accounts = _admin(args, lambda a: a.list_accounts(args.domain))
+        _emit(args, accounts, _table([[a["name"], a["role"], "yes" if a["enabled"] else "no",
+                                       ", ".join(a["addresses"]) or "-", _size(a["quota_bytes"])]
+                                      for a in accounts], ["ACCOUNT", "ROLE", "ENABLED", "ADDRESSES", "QUOTA"]))
+    elif args.action == "show":
+        account = _admin(args, lambda a: a.get_account(name))
+        _emit(args, account, _account_text(account))
+    elif args.action == "remove":
+        removed = _admin(args, lambda a: a.remove_account(name))
+        _emit(args, removed, f"removed account {removed['removed']} and its mail")
+    elif args.action == "passwd":
+        password = _read_password(args)
+        updated = _admin(args, lambda a: a.set_password(name, password))
+        _emit(args, updated, f"password of {updated['updated']} changed")
+    elif args.action == "quota":
+        quota = _admin(args, lambda a: a.set_quota(name, args.size))
+        _emit(args, quota, f"quota of {name}: {_size(quota['bytes_limit'])}")
+    elif args.action in ("enable", "disable"):
+        account = _admin(args, lambda a: a.update_account(name, enabled=args.action == "enable"))
+        _emit(args, account, f"{account['name']} {args.action}d")
+    elif args.action == "add-address":
+        account = _admin(args, lambda a: a.add_address(name, args.address))
+        _emit(args, account, f"{args.address} now reaches {account['name']}")
+    elif args.action == "remove-address":
+        account = _admin(args, lambda a: a.remove_address(name, args.address))
+        _emit(args, account, f"{args.address} removed from {account['name']}")
     return 0
 
 
 # -- aliases and groups ---------------------------------------------------------------------------
 def cmd_alias(args: argparse.Namespace) -> int:
-    stores = _open(args)
-    d = stores.directory
-    try:
-        if args.action == "add":
-            alias = d.add_alias(args.address, args.targets)
-            _emit(args, asdict(alias), f"{alias.address} -> {', '.join(alias.targets)}")
-        elif args.action == "list":
-            aliases = d.list_aliases(domain=args.domain)
-            _emit(args, [asdict(a) for a in aliases],
-                  _table([[a.address, ", ".join(a.targets)] for a in aliases], ["ALIAS", "TARGETS"]))
-        elif args.action == "show":
-            alias = d.get_alias(args.address)
-            _emit(args, asdict(alias), f"{alias.address} -> {', '.join(alias.targets)}")
-        elif args.action == "remove":
-            d.remove_alias(args.address)
-            _emit(args, {"removed": args.address}, f"removed alias {args.address}")
-    finally:
-        stores.close()
+    if args.action == "add":
+        alias = _admin(args, lambda a: a.add_alias(args.address, args.targets))
+        _emit(args, alias, f"{alias['address']} -> {', '.join(alias['targets'])}")
+    elif args.action == "list":
+        aliases = _admin(args, lambda a: a.list_aliases(args.domain))
+        _emit(args, aliases, _table([[x["address"], ", ".join(x["targets"])] for x in aliases], ["ALIAS", "TARGETS"]))
+    elif args.action == "show":
+        alias = _admin(args, lambda a: a.get_alias(args.address))
+        _emit(args, alias, f"{alias['address']} -> {', '.join(alias['targets'])}")
+    elif args.action == "remove":
+        removed = _admin(args, lambda a: a.remove_alias(args.address))
+        _emit(args, removed, f"removed alias {removed['removed']}")
     return 0
 
 
 def cmd_group(args: argparse.Namespace) -> int:
-    stores = _open(args)
-    d = stores.directory
-    try:
-        if args.action == "add":
-            group = d.add_group(args.name, args.address, args.members, display_name=args.display_name or "")
-            _emit(args, group.public(), f"added group {group.name} <{args.address}>")
-        elif args.action == "list":
-            groups = d.list_accounts(kind="group")
-            _emit(args, [g.public() for g in groups],
-                  _table([[g.name, ", ".join(g.addresses), ", ".join(g.members)] for g in groups],
-                         ["GROUP", "ADDRESS", "MEMBERS"]))
-        elif args.action == "members":
-            group = d.set_members(args.name, args.members)
-            _emit(args, group.public(), f"members of {group.name}: {', '.join(group.members)}")
-        elif args.action == "remove":
-            d.remove_account(args.name)
-            _emit(args, {"removed": args.name}, f"removed group {args.name}")
-    finally:
-        stores.close()
+    if args.action == "add":
+        group = _admin(args, lambda a: a.add_group(args.name, args.address, args.members, args.display_name or ""))
+        _emit(args, group, f"added group {group['name']} <{args.address}>")
+    elif args.action == "list":
+        groups = _admin(args, lambda a: a.list_groups())
+        _emit(args, groups, _table([[g["name"], ", ".join(g["addresses"]), ", ".join(g["members"])] for g in groups],
+                                   ["GROUP", "ADDRESS", "MEMBERS"]))
+    elif args.action == "members":
+        group = _admin(args, lambda a: a.set_members(args.name, args.members))
+        _emit(args, group, f"members of {group['name']}: {', '.join(group['members'])}")
+    elif args.action == "remove":
+        removed = _admin(args, lambda a: a.remove_group(args.name))
+        _emit(args, removed, f"removed group {removed['removed']}")
     return 0
 
 
 # -- DKIM keys and DNS records ------------------------------------------------------------------
-def cmd_dkim(args: argparse.Namespace) -> int:
-    from mailserve.mailauth.keystore import DKIMKeyStore
+#: ``--algorithm`` names and the DKIM algorithms they stand for (RFC 6376 §3.3, RFC 8463).
+DKIM_ALGORITHMS = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
 
-    stores = _open(args)
-    keystore = DKIMKeyStore(stores.metadata)
-    try:
-        if args.action == "generate":
-            key = keystore.generate(args.domain, args.algorithm, args.selector)
-            _emit(args, key.public(), "\n".join([
-                f"generated {key.algorithm} key for {key.domain}, selector {key.selector}; publish:",
-                f"{key.record_name}. IN TXT \"{key.txt}\"",
-            ]))
-        elif args.action == "list":
-            found = keystore.list(args.domain)
-            _emit(args, [k.public() for k in found],
-                  _table([[k.domain, k.selector, k.algorithm] for k in found], ["DOMAIN", "SELECTOR", "ALGORITHM"]))
-        elif args.action == "remove":
-            keystore.remove(args.domain, args.selector)
-            _emit(args, {"removed": f"{args.selector}._domainkey.{args.domain}"},
-                  f"removed key {args.selector} of {args.domain}")
-    finally:
-        stores.close()
+
+def cmd_dkim(args: argparse.Namespace) -> int:
+    if args.action == "generate":
+        key = _admin(args, lambda a: a.generate_dkim_key(args.domain, args.selector,
+                                                         DKIM_ALGORITHMS[args.algorithm]))
+        record = key["record"]
+        _emit(args, key, "\n".join([
+            f"generated {key['algorithm']} key for {key['domain']}, selector {key['selector']}; publish:",
+            _zone_line(record),
+        ]))
+    elif args.action == "list":
+        def every_key(service: Any) -> list[dict[str, Any]]:
+            domains = [args.domain] if args.domain else [d["name"] for d in service.list_domains()]
+            return [key for domain in domains for key in service.list_dkim_keys(domain)]
+
+        found = _admin(args, every_key)
+        _emit(args, found, _table([[k["domain"], k["selector"], k["algorithm"]] for k in found],
+                                  ["DOMAIN", "SELECTOR", "ALGORITHM"]))
+    elif args.action == "remove":
+        removed = _admin(args, lambda a: a.remove_dkim_key(args.domain, args.selector))
+        _emit(args, removed, f"removed key {args.selector} of {args.domain}")
     return 0
 
 
 def cmd_dns(args: argparse.Namespace) -> int:
-    from mailserve.mailauth.keystore import DKIMKeyStore, dns_records
-
-    stores = _open(args)
-    try:
-        domain = stores.directory.get_domain(args.domain)
-        records = dns_records(domain.name, stores.config.server.hostname, DKIMKeyStore(stores.metadata).list(domain.name))
-    finally:
-        stores.close()
-    _emit(args, [asdict(r) for r in records], "\n".join(r.zone_line() for r in records))
+    records = _admin(args, lambda a: a.dns_records(args.domain))
+    _emit(args, records, "\n".join(_zone_line(r) for r in records))
     return 0
 
 
@@ -477,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = ksub.add_parser("generate", parents=[common], help="create a signing key and print its DNS record")
     x.add_argument("domain")
     x.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
-    x.add_argument("--selector", help="default: ms<YYYYMM>r (RSA) or ms<YYYYMM>e (Ed25519)")
+    x.add_argument("--selector", help="default: rsa-<YYYYMM> or ed25519-<YYYYMM>, so keys can be rotated")
     x = ksub.add_parser("list", parents=[common])
     x.add_argument("domain", nargs="?")
     x = ksub.add_parser("remove", parents=[common])
@@ -511,6 +504,7 @@ _EXTRA_COMMANDS: list = [_queue_commands, _spam_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mailserve.admin.errors import AdminError
     from mailserve.core.errors import MailError
     from mailserve.directory.directory import DirectoryError
 
@@ -522,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config = None
     try:
         return args.func(args)
-    except (CommandError, DirectoryError, MailError) as e:
+    except (CommandError, AdminError, DirectoryError, MailError) as e:
         print(f"mailserve {args.command}: {e}", file=sys.stderr)
         return 1
 

@@ -78,7 +78,7 @@ def test_clear_errors_and_nothing_changed(config):
     assert other.returncode == 1 and "mailserve domain add elsewhere.test" in other.stderr
     assert json.loads(ok("account", "list", "--json", *c)) == []
     short = run("account", "add", "bob", "--password-stdin", *c, stdin="short\n")
-    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    assert short.returncode == 1 and "a password needs 8 to 1024 characters" in short.stderr
     bad_size = run("account", "quota", "bob", "lots", *c)
     assert bad_size.returncode == 2 and "try 500MB or 2GiB" in bad_size.stderr
     in_use = run("domain", "remove", "example.test", *c)
@@ -135,20 +135,65 @@ def test_dkim_generate_and_dns_records(config):
     c = ["--config", config]
     ok("domain", "add", "example.test", *c)
     rsa = json.loads(ok("dkim", "generate", "example.test", "--selector", "s1", "--json", *c))
-    assert rsa["record_name"] == "s1._domainkey.example.test" and rsa["txt"].startswith("v=DKIM1; k=rsa; p=")
+    assert rsa["record"]["name"] == "s1._domainkey.example.test." and rsa["record"]["type"] == "TXT"
+    assert rsa["record"]["value"].startswith("v=DKIM1; k=rsa; p=") and rsa["algorithm"] == "rsa-sha256"
     assert "private_key" not in rsa
     ed = ok("dkim", "generate", "example.test", "--algorithm", "ed25519", *c)
-    assert "._domainkey.example.test. IN TXT \"v=DKIM1; k=ed25519; p=" in ed
+    assert "._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p=" in ed
     dup = run("dkim", "generate", "example.test", "--selector", "s1", *c)
-    assert dup.returncode == 1 and "already has a key with selector s1" in dup.stderr
+    assert dup.returncode == 1 and "already has a DKIM key with selector 's1'" in dup.stderr
     nodomain = run("dkim", "generate", "nowhere.test", *c)
-    assert nodomain.returncode == 1 and "mailserve domain add nowhere.test" in nodomain.stderr
+    assert nodomain.returncode == 1 and "no such domain: nowhere.test" in nodomain.stderr
     zone = ok("dns", "example.test", *c)
     assert "example.test. 3600 IN MX 10 mail.example.test." in zone
-    assert "example.test. 3600 IN TXT \"v=spf1 mx a:mail.example.test -all\"" in zone
+    assert "example.test. 3600 IN TXT \"v=spf1 mx -all\"" in zone
     assert "s1._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=rsa; p=" in zone
     assert "_dmarc.example.test. 3600 IN TXT \"v=DMARC1; p=quarantine" in zone
     records = json.loads(ok("dns", "example.test", "--json", *c))
     assert sum(r["type"] == "TXT" and "_domainkey" in r["name"] for r in records) == 2
     ok("dkim", "remove", "example.test", "s1", *c)
-    assert [k["selector"] for k in json.loads(ok("dkim", "list", "--json", *c))] != ["s1"]
+    assert [k["selector"] for k in json.loads(ok("dkim", "list", "--json", *c))] == [ed.split("selector ")[1].split(";")[0]]
+    # Removing the domain removes its keys too (the service layer's one removal).
+    ok("domain", "remove", "example.test", *c)
+    assert json.loads(ok("dkim", "list", "--json", *c)) == []
+
+
+def test_the_cli_and_the_api_are_one_implementation(tmp_path):
+    """The same operation over the CLI and the REST API gives the same answer and the same refusals."""
+    from tests.web.conftest import start_server_process, stop_server_process
+
+    server = start_server_process(str(tmp_path), ("http",))
+    try:
+        config = tmp_path / "cli.toml"
+        data_dir = tmp_path / "data"
+        config.write_text(f'[server]\ndata_dir = "{data_dir}"\nhostname = "mail.example.test"\n'
+                          f"[server.listener]\n{FAST_AUTH}")
+        c = ["--config", str(config)]
+        ok("domain", "add", "both.example.test", *c)
+        ok("account", "add", "gil@both.example.test", "-a", "gil@both.example.test", "--password-stdin", *c,
+           stdin="gil-password\n")
+        ok("alias", "add", "info@both.example.test", "gil@both.example.test", *c)
+        # What the CLI wrote, the API reads, in the same shape.
+        cli_account = json.loads(ok("account", "show", "gil@both.example.test", "--json", *c))
+        api_account = server.admin("GET", "/api/accounts/gil@both.example.test").json
+        assert cli_account == api_account
+        assert json.loads(ok("dns", "both.example.test", "--json", *c)) == \
+            server.admin("GET", "/api/domains/both.example.test/dns").json
+        assert json.loads(ok("alias", "show", "info@both.example.test", "--json", *c)) == \
+            server.admin("GET", "/api/aliases/info@both.example.test").json
+        # The same refusals: the last administrator stays, a domain in use is kept, bad input is refused.
+        last = run("account", "remove", "admin", *c)
+        assert last.returncode == 1 and "last enabled administrator" in last.stderr
+        assert server.admin("DELETE", "/api/accounts/gil@both.example.test").status == 200
+        disabled = run("account", "disable", "admin", *c)
+        assert disabled.returncode == 1 and "last enabled administrator" in disabled.stderr
+        in_use = run("domain", "remove", "both.example.test", *c)
+        assert in_use.returncode == 1 and "still has 1 address" in in_use.stderr
+        assert server.admin("DELETE", "/api/domains/both.example.test").status == 409
+        bad = run("alias", "add", "x@elsewhere.example.test", "gil@both.example.test", *c)
+        refused = server.admin("POST", "/api/aliases", {"address": "x@elsewhere.example.test",
+                                                        "targets": ["gil@both.example.test"]})
+        assert bad.returncode == 1 and refused.status in (400, 404)
+        assert refused.json["error"]["message"] in bad.stderr
+    finally:
+        stop_server_process(server)

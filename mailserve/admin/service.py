@@ -354,7 +354,9 @@ class AdminService:
             raise InvalidRequest("quota must not be negative", field="quota_bytes")
         if role is not None and role not in ("user", "admin"):
             raise InvalidRequest("role must be user or admin", field="role")
-        self._individual(name)
+        target = self._individual(name)
+        if enabled is False or role == "user":
+            self._require_other_admin(target)
 
         def apply(password_hash: str | None) -> Any:
             update = getattr(self.directory, "update_account", None)
@@ -407,9 +409,20 @@ class AdminService:
         return _then(_then(self._hash(password), lambda h: self.directory.set_password(name, password_hash=h)),
                      lambda a: {"updated": a.name})
 
+    def _require_other_admin(self, target: Any) -> None:
+        """Refuse to remove, disable or demote the last enabled administrator: nobody could
+        administer the server any more (from the web admin or the API)."""
+        if target.role != "admin" or not target.enabled:
+            return
+        others = [a for a in self.directory.list_accounts(kind="individual")
+                  if a.role == "admin" and a.enabled and a.id != target.id]
+        if not others:
+            raise Conflict(f"{target.name} is the last enabled administrator; make another one first")
+
     @_errors
     def remove_account(self, name: str) -> Any:
         account = self._individual(name)
+        self._require_other_admin(account)
         return _then(self.directory.remove_account(account.name),
                      lambda _: _then(self.credentials.revoke_all_of(account.id), lambda _: {"removed": account.name}))
 
