@@ -114,3 +114,33 @@ def test_condstore_and_qresync_sessions_see_modseq_and_vanished(imap):
     assert len(fetch_untagged) == 2
     # RFC 7162 §3.2.10: with QRESYNC expunges are VANISHED, by UID
     assert out["b_noop"] == ([b"* VANISHED 3,5"], b"OK NOOP completed")
+
+
+def apply_expunges(uids: list[int], lines: list[bytes]) -> list[int]:
+    """What a client's view becomes after the EXPUNGE lines, in the order sent."""
+    view = list(uids)
+    for line in lines:
+        if line.endswith(b" EXPUNGE"):
+            del view[int(line.split()[1]) - 1]
+    return view
+
+
+@pytest_twisted.inlineCallbacks
+def test_own_move_with_pending_expunges_keeps_numbering_consistent(imap):
+    def scenario():
+        a, b = pair(imap)
+        change_from_a(a)  # b has not heard of 3 and 5 going
+        moved = b.command("MOVE 4 Trash")
+        fetched = b.command("FETCH 1:* (UID)")
+        a.close()
+        b.close()
+        return moved, fetched
+
+    moved, fetched = yield in_thread(scenario)
+    untagged, status = moved
+    assert status == b"OK MOVE completed"
+    assert untagged[0].startswith(b"* OK [COPYUID ") and untagged[0].endswith(b" 4 1] Moved")
+    # every EXPUNGE number was valid when sent: replaying them gives the server's view
+    assert len(untagged) == 4 and all(line.endswith(b" EXPUNGE") for line in untagged[1:])
+    assert apply_expunges([1, 2, 3, 4, 5, 6], untagged[1:]) == [1, 2, 6]
+    assert fetched == ([b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 2)", b"* 3 FETCH (UID 6)"], b"OK FETCH completed")
