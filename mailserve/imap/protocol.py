@@ -1429,7 +1429,7 @@ def _core_error_code(error: Exception) -> str | None:
         core_errors.NoSuchMailbox: "NONEXISTENT",
         core_errors.MailboxExists: "ALREADYEXISTS",
         core_errors.InvalidMailboxName: "CANNOT",
-        core_errors.MailboxHasChildren: "INUSE",
+        core_errors.MailboxHasChildren: "HASCHILDREN",  # RFC 9051 §6.3.4, §7.1
         core_errors.MailboxNotDeletable: "CANNOT",
     }.get(type(error))
 

@@ -108,7 +108,8 @@ def test_delete_rules(imap):
         return out
 
     out = yield in_thread(scenario)
-    assert out["parent"].startswith(b"NO [INUSE] ") and b"children" in out["parent"]
+    # RFC 9051 §6.3.4: a server that keeps no \Noselect shells refuses with HASCHILDREN
+    assert out["parent"].startswith(b"NO [HASCHILDREN] ") and b"children" in out["parent"]
     assert out["inbox"].startswith(b"NO [CANNOT] ")
     assert out["missing"].startswith(b"NO [NONEXISTENT] ")
     assert out["after"] == []
