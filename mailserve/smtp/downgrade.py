@@ -33,6 +33,7 @@ The input is a wire message: CRLF line ends, as the SMTP session and the queue s
 from __future__ import annotations
 
 import base64
+import binascii
 import email.header
 import email.parser
 import email.policy
@@ -261,16 +262,20 @@ def _quoted_printable(body: bytes) -> bytes:
 
 
 def _qp_line(line: bytes) -> bytes:
+    """One line (without its CRLF) as quoted-printable lines joined by soft breaks."""
+    if b"\r" not in line and b"\n" not in line:
+        # binascii does rules 1-5 in C; alone on one line its soft breaks are "=\n".
+        return binascii.b2a_qp(line, quotetabs=False, istext=True).replace(b"=\n", b"=\r\n")
     tokens = []
     last = len(line) - 1
     for index, octet in enumerate(line):
         if octet in (0x20, 0x09):
             # Rule 3: whitespace at the end of a line must be encoded.
             tokens.append(b"=%02X" % octet if index == last else bytes((octet,)))
-        elif 33 <= octet <= 126 and octet != 0x3D and not (index == 0 and octet == 0x2E):
+        elif 33 <= octet <= 126 and octet != 0x3D:
             tokens.append(bytes((octet,)))
         else:
-            # 8-bit octets, "=", controls, and a leading "." (kept away from SMTP dot-stuffing).
+            # 8-bit octets, "=", and controls: a bare CR or LF is data here, not a line end.
             tokens.append(b"=%02X" % octet)
     out: list[bytes] = []
     current = b""

@@ -3,7 +3,7 @@
 It forwards everything between our outbound queue and a real mailserve, and can change the
 two things real networks change: it can hide EHLO keywords (an older MTA without 8BITMIME or
 SMTPUTF8), and it can break STARTTLS the way some firewalls do (it answers ``220`` itself and
-then refuses the TLS handshake with a fatal alert).  It records the client's command lines
+then refuses the TLS handshake with a fatal alert) or refuse it with ``454``.  It records the client's command lines
 and counts connections, so tests can check what our client sent.
 """
 
@@ -89,6 +89,9 @@ class _Downstream(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         if not self.in_data:
             self.box.commands.append(line.decode("utf-8", "replace"))
+            if self.box.refuse_tls and line.upper() == b"STARTTLS":
+                self.transport.write(b"454 4.7.0 TLS not available due to local problem\r\n")
+                return
             if self.box.break_tls and line.upper() == b"STARTTLS":
                 self.tls_refused = True
                 self.transport.write(b"220 2.0.0 Ready to start TLS\r\n")
@@ -122,10 +125,12 @@ class _Downstream(LineReceiver):
 class Middlebox:
     """Listen on ``listen`` (host, port: 0 for any) and forward to ``target``."""
 
-    def __init__(self, target: tuple[str, int], hidden: tuple[str, ...] = (), break_tls: bool = False) -> None:
+    def __init__(self, target: tuple[str, int], hidden: tuple[str, ...] = (), break_tls: bool = False,
+                 refuse_tls: bool = False) -> None:
         self.target = target
         self.hidden = {k.upper().encode() for k in hidden}
         self.break_tls = break_tls
+        self.refuse_tls = refuse_tls
         self.connections = 0
         self.commands: list[str] = []
         self.port = None

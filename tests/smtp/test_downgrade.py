@@ -50,12 +50,12 @@ def test_non_utf8_text_is_labelled_unknown_8bit():
 
 def test_quoted_printable_rules():
     long_line = ("é" * 100).encode()
-    body = long_line + b"\r\ntrailing space \r\ntab\t\r\n.leading dot\r\n"
+    body = long_line + b"\r\ntrailing space \r\ntab\t\r\nbare\rCR and = sign\r\n"
     out = downgrade_to_7bit(b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n" + body)
     encoded = out.split(b"\r\n\r\n", 1)[1]
     assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))  # RFC 2045 §6.7 (5)
     assert b"trailing space=20\r\n" in encoded and b"tab=09\r\n" in encoded  # rule (3)
-    assert b"\r\n=2Eleading dot" in encoded
+    assert b"\r\nbare=0DCR and =3D sign\r\n" in encoded  # a bare CR never reaches SMTP (RFC 5321 §2.3.8)
     assert quopri.decodestring(encoded).replace(b"\n", b"\r\n").replace(b"\r\r", b"\r") == body
 
 

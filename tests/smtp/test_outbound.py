@@ -145,6 +145,20 @@ async def test_failed_tls_handshake_is_retried_in_the_clear(tmp_path, dns_server
 
 
 @pytest_twisted.ensureDeferred
+async def test_starttls_refused_goes_on_in_the_clear_on_the_same_connection(tmp_path, dns_server):
+    far, box, here = await far_behind_middlebox(tmp_path, dns_server, refuse_tls=True)
+    try:
+        assert (await submit(here, ["dest@elsewhere.test"]))[0] == 250
+        [received] = await eventually(lambda: inbox(far, "dest@elsewhere.test"))
+        assert received.split(b"\r\n\tby ", 2)[1].startswith(b"mail.example.test (mailserve) with ESMTP id")
+        assert box.connections == 1
+        assert box.commands[box.commands.index("STARTTLS") + 1].startswith("MAIL FROM:<alice@example.test>")
+        await eventually(lambda: here.outbound_queue.entries() == [])
+    finally:
+        await stop(here, box, far)
+
+
+@pytest_twisted.ensureDeferred
 async def test_mx_preference_order_and_backup_host(tmp_path, dns_server):
     far = far_side(tmp_path)
     await add_user(far, "dest@elsewhere.test", "pw-dest-1")
