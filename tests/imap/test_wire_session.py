@@ -222,3 +222,32 @@ def test_sasl_ir_and_authenticate_errors(imap):
     assert out["mechanism"][0].startswith(b"a NO ")
     assert out["continued_bad"] == [b"+ ", out["continued_bad"][1]]
     assert out["continued_bad"][1].startswith(b"a BAD ")
+
+
+@pytest_twisted.inlineCallbacks
+def test_examine_is_read_only_and_failed_select_deselects(imap):
+    def scenario():
+        c = RawClient(imap.port())
+        c.login(OTHER)
+        out = {"examine": c.command("EXAMINE INBOX")}
+        for name, cmd in {"store": "STORE 1 +FLAGS (\\Seen)", "expunge": "EXPUNGE", "uid_expunge": "UID EXPUNGE 1",
+                          "move": "MOVE 1 Trash", "fetch_body": "FETCH 1 (BODY[TEXT])",
+                          "flags_after": "FETCH 1 (FLAGS)"}.items():
+            out[name] = c.command(cmd)
+        # a failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2), after [CLOSED]
+        out["failed_select"] = c.command("SELECT Nowhere")
+        out["after_failed"] = c.command("FETCH 1 (FLAGS)")
+        c.close()
+        return out
+
+    out = yield in_thread(scenario)
+    assert out["examine"][1] == b"OK [READ-ONLY] EXAMINE completed"
+    assert b"* OK [PERMANENTFLAGS ()] Flags permitted" in out["examine"][0]
+    for name in ("store", "expunge", "uid_expunge", "move"):
+        assert out[name][1].startswith(b"NO [READ-ONLY] "), (name, out[name])
+    # BODY[] does not set \Seen in a read-only mailbox
+    assert out["fetch_body"][1] == b"OK FETCH completed"
+    assert out["flags_after"][0] == [b"* 1 FETCH (FLAGS ())"]
+    assert out["failed_select"] == ([b"* OK [CLOSED] Previous mailbox closed"],
+                                    b"NO [NONEXISTENT] no such mailbox: Nowhere")
+    assert out["after_failed"][1].startswith(b"BAD ") and b"authenticated state" in out["after_failed"][1]
