@@ -137,21 +137,23 @@ class ServerStateCollector(Collector):
 
 
 def _queue_size(server: Any) -> int | None:
-    for name in ("queue", "outbound_queue"):
-        try:
-            queue = getattr(server, name, None)
-        except Exception:  # noqa: BLE001 - not available in this build
-            queue = None
-        if queue is None:
-            continue
-        for attribute in ("size", "__len__"):
-            counter = getattr(queue, attribute, None)
-            if callable(counter):
-                try:
-                    return int(counter())
-                except Exception:  # noqa: BLE001
-                    return None
-    return None
+    """Messages in the outbound queue: its records in the metadata store (``None``: no queue).
+
+    Counted from the store rather than asked of the running queue, so the figure includes what
+    ``mailserve queue`` or another node changed; the collector runs in a thread, off the reactor.
+    """
+    from mailserve.core import keys
+
+    try:
+        queue = getattr(server, "outbound_queue", None)
+    except Exception:  # noqa: BLE001 - not available in this build
+        queue = None
+    if queue is None:
+        return None
+    try:
+        return server.metadata.read(lambda txn: sum(1 for _ in txn.scan(keys.QUEUE_ENTRIES_PREFIX)))
+    except Exception:  # noqa: BLE001 - a closing store must not break the scrape
+        return None
 
 
 class ServerMetrics:

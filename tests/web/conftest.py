@@ -76,11 +76,14 @@ def http_request(port: int, method: str, path: str, body: Any = None, auth: tupl
         connection.close()
 
 
-def start_server_process(data_dir: str, listeners: tuple[str, ...]) -> RunningServer:
+def start_server_process(data_dir: str, listeners: tuple[str, ...],
+                         sections: dict[str, dict[str, Any]] | None = None) -> RunningServer:
+    """A server in a child process with these listeners (and configuration tables), once it listens."""
     log_path = os.path.join(data_dir, "server.log")
+    extra = [f"--sections={json.dumps(sections)}"] if sections else []
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.web.serverproc", data_dir, *listeners],
+            [sys.executable, "-m", "tests.web.serverproc", data_dir, *listeners, *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
         )
     line = process.stdout.readline()

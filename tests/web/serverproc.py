@@ -1,4 +1,6 @@
-"""Run one test server in its own process: ``python -m tests.web.serverproc DATA_DIR LISTENER...``.
+"""Run one test server in its own process:
+``python -m tests.web.serverproc DATA_DIR LISTENER... [--sections=JSON]``, the JSON object giving
+configuration tables merged over the test defaults (e.g. ``{"smtp": {"relay_port": 1}}``).
 
 Prints one JSON line ``{"ports": {listener: port}, "admin_password": ...}`` once listening, then
 serves until SIGTERM.  Browser and schemathesis tests drive it from outside, like a real client,
@@ -29,8 +31,13 @@ class MetricsServer(TestServer):
 def main(argv: list[str]) -> None:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     data_dir = pathlib.Path(argv[0])
-    listeners = argv[1:]
-    config = make_config(data_dir, listeners, auth={"failure_delay": 0, "max_failures_per_ip": 100000})
+    listeners = [a for a in argv[1:] if not a.startswith("--sections=")]
+    sections = {"auth": {"failure_delay": 0, "max_failures_per_ip": 100000}}
+    for arg in argv[1:]:
+        if arg.startswith("--sections="):
+            for name, table in json.loads(arg.partition("=")[2]).items():
+                sections[name] = {**sections.get(name, {}), **table}
+    config = make_config(data_dir, listeners, **sections)
     server = MetricsServer(config, reactor)
 
     def start() -> None:

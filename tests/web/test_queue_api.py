@@ -39,6 +39,9 @@ async def test_list_show_retry_delete_of_a_queued_message(tmp_path):
         def call(method: str, path: str, auth=admin):
             return http_request(port, method, path, auth=auth)
 
+        scrape = await deferToThread(call, "GET", "/metrics", None)
+        assert "\nmailserve_queue_size 1.0\n" in scrape.body.decode()
+
         listed = await deferToThread(call, "GET", "/api/queue")
         assert listed.status == 200, listed.body
         assert [e["id"] for e in listed.json] == [entry_id]
@@ -78,6 +81,8 @@ async def test_list_show_retry_delete_of_a_queued_message(tmp_path):
         assert (await deferToThread(call, "GET", f"/api/queue/{entry_id}")).status == 404
         assert (await deferToThread(call, "DELETE", f"/api/queue/{entry_id}")).status == 404
         assert (await deferToThread(call, "GET", "/api/queue")).json == []
+        scrape = await deferToThread(call, "GET", "/metrics", None)
+        assert "\nmailserve_queue_size 0.0\n" in scrape.body.decode()
     finally:
         await server.stopService()
 

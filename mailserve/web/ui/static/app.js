@@ -128,11 +128,20 @@ const loaders = {
       const entries = await api("GET", "/api/queue");
       $("queue-note").textContent = entries.length ? "" : "The queue is empty.";
       fill("queue-rows", entries, (row, e) => {
-        cell(row, String(e.id)); cell(row, JSON.stringify(e), "value");
+        cell(row, String(e.id));
+        cell(row, e.mail_from || "<> (delivery report)");
+        cell(row, e.recipients.map((r) => `${r.address} (${r.status})`).join(", "));
+        cell(row, String(e.attempts));
+        cell(row, new Date(e.next_attempt * 1000).toISOString());
+        cell(row, e.last_error || "-", "value");
         const td = cell(row, "");
-        button(td, "Retry", () => run(() => api("POST", `/api/queue/${encodeURIComponent(e.id)}/retry`), "retrying"));
+        button(td, "Retry", async () => {
+          await run(() => api("POST", `/api/queue/${encodeURIComponent(e.id)}/retry`), `message ${e.id} will be retried now`);
+          loaders.queue();
+        });
         button(td, "Delete", async () => {
-          await run(() => api("DELETE", "/api/queue/" + encodeURIComponent(e.id)), "deleted");
+          if (!confirm(`Delete queued message ${e.id} without a bounce?`)) return;
+          await run(() => api("DELETE", "/api/queue/" + encodeURIComponent(e.id)), `deleted message ${e.id}`);
           loaders.queue();
         }, true);
       });
