@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.logger import LogLevel
 
-from mailserve.admin.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from mailserve.admin.errors import Conflict, Forbidden, InvalidRequest, InvalidScript, NotFound, Unavailable, classify
 from mailserve.admin.events import RecentEvents
 from mailserve.admin.service import AdminService
 from mailserve.admin.settings import apply_live_settings, config_view
@@ -104,3 +104,39 @@ def test_recent_events_are_bounded_and_filterable():
     assert [e.message for e in entries] == ["event 4", "event 3", "event 2"]
     assert [e.message for e in events.query(contains="EVENT 3")] == ["event 3"]
     assert events.query(level="error") == []
+
+
+def test_spam_training_needs_the_servers_spam_filter(service):
+    """Training goes to ``server.spam_filter``; without a server (or a filter) it is 503, not a crash."""
+    with pytest.raises(Unavailable) as raised:
+        service.train_spam(None, b"Subject: x\r\n\r\nbody\r\n", True)
+    assert raised.value.status == 503
+    with pytest.raises(InvalidRequest):
+        service.train_spam(None, b"", True)
+
+
+def test_script_refusals_map_to_api_errors():
+    from mailserve.sieve import scripts
+
+    assert classify(scripts.NoSuchScript("x")).status == 404
+    assert classify(scripts.ScriptIsActive("x")).status == 409
+    assert classify(scripts.TooManyScripts("x")).status == 409
+    assert classify(scripts.ScriptTooLarge("x")).status == 413
+    assert classify(scripts.InvalidScriptName("x")).status == 400
+    error = InvalidScript("unexpected character '$'", 3, 7)
+    assert error.status == 400 and error.details == {"line": 3, "column": 7} and error.field == "script"
+    assert str(error) == "line 3, column 7: unexpected character '$'"
+
+
+def test_the_last_administrator_cannot_be_removed_disabled_or_demoted(service):
+    service.add_account("admin", "admin-password", role="admin")
+    with pytest.raises(Conflict, match="last enabled administrator"):
+        service.remove_account("admin")
+    with pytest.raises(Conflict):
+        service.update_account("admin", enabled=False)
+    with pytest.raises(Conflict):
+        service.update_account("admin", role="user")
+    service.add_account("second", "second-password", role="admin")
+    assert service.update_account("admin", role="user")["role"] == "user"
+    with pytest.raises(Conflict):
+        service.remove_account("second")
