@@ -93,9 +93,17 @@ _QUOTED_UNSAFE = re.compile(rb"[\x00\r\n]")
 
 
 def literal(data: bytes, binary: bool = False) -> bytes:
-    """``{n}\\r\\n`` + data, or ``~{n}`` (literal8, RFC 3516 §4.4) for BINARY data with NUL."""
-    prefix = b"~" if binary and b"\x00" in data else b""
-    return prefix + b"{%d}\r\n" % len(data) + data
+    """``{n}\\r\\n`` + data, or ``~{n}`` (literal8, RFC 3516 §4.4) for BINARY data with NUL.
+
+    A plain literal cannot carry NUL (RFC 9051 §9 ``CHAR8``): outside BINARY each NUL of a
+    message stored from a literal8 is sent as 0x80, as Dovecot does, so sizes and partial
+    offsets stay those of the stored message.
+    """
+    if b"\x00" not in data:
+        return b"{%d}\r\n" % len(data) + data
+    if binary:
+        return b"~{%d}\r\n" % len(data) + data
+    return b"{%d}\r\n" % len(data) + data.replace(b"\x00", b"\x80")
 
 
 def _encode_word(text: str) -> str:
