@@ -131,6 +131,8 @@ def test_append_literal8_and_nul(imap):
         out["fetch_text"] = c.until(b"f1")[1]
         c.send(b"f2 FETCH 1 (BINARY.PEEK[1] RFC822.SIZE)\r\n")
         out["fetch"] = read_response(c, b"f2")
+        c.send(b"f3 FETCH 1 (BODY.PEEK[TEXT])\r\n")
+        out["body"] = read_response(c, b"f3")
         c.close()
         return out
 
@@ -142,6 +144,8 @@ def test_append_literal8_and_nul(imap):
     assert out["fetch_text"].startswith(b"BAD ")  # BINARY takes part numbers only
     assert out["fetch"] == (b"* 1 FETCH (BINARY[1] ~{6}\r\na\x00b\xff\r\n RFC822.SIZE %d)\r\n" % len(raw)
                             + b"f2 OK FETCH completed\r\n")
+    # BODY[] cannot carry NUL in a plain literal: it becomes 0x80, keeping the size
+    assert out["body"] == b"* 1 FETCH (BODY[TEXT] {6}\r\na\x80b\xff\r\n)\r\nf3 OK FETCH completed\r\n"
 
 
 @pytest_twisted.inlineCallbacks
