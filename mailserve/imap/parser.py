@@ -556,6 +556,8 @@ def quote(value: str | bytes | None, utf8: bool = False) -> bytes:
     if value is None:
         return b"NIL"
     data = value.encode("utf-8") if isinstance(value, str) else value
+    if b"\0" in data:
+        data = data.replace(b"\0", b"")  # no IMAP string may carry NUL (RFC 9051 §4.3)
     if len(data) < 1024 and (_QUOTABLE.match(data) or (utf8 and b"\r" not in data and b"\n" not in data
                                                       and b"\0" not in data and _valid_utf8(data))):
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
