@@ -86,6 +86,10 @@ class Mailserve:
                     '[logging]\nlevel = "warn"\n')
         cli.main(["domain", "add", DOMAIN, "--config", self.config])
         cli.main(["account", "add", USER, "--address", USER, "--password", PASSWORD, "--config", self.config])
+        self.start_process()
+
+    def start_process(self) -> None:
+        """Start ``mailserve serve`` on the data directory and learn its IMAP port."""
         self.proc = subprocess.Popen([sys.executable, "-m", "mailserve.cli", "serve", "--config", self.config],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.port = 0
