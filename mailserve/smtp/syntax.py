@@ -95,8 +95,18 @@ def parse_path(argument: str, keyword: str, allow_null: bool, utf8: bool) -> Par
     """``FROM:<path> params`` / ``TO:<path> params`` (RFC 5321 §4.1.1.2, §4.1.1.3).
 
     A space after the colon is tolerated (as Postfix and Exim do) and an obsolete source route
-    (``<@a,@b:user@c>``) is accepted and dropped (RFC 5321 §4.1.2, Appendix C).
+    (``<@a,@b:user@c>``) is accepted and dropped (RFC 5321 §4.1.2, Appendix C).  A malformed
+    mailbox is 5.1.7 for the sender and 5.1.3 for a recipient (RFC 3463 §3.2).
     """
+    try:
+        return _parse_path(argument, keyword, allow_null, utf8)
+    except SyntaxProblem as problem:
+        if problem.status == "5.1.3" and keyword == "FROM":
+            problem.status = "5.1.7"
+        raise
+
+
+def _parse_path(argument: str, keyword: str, allow_null: bool, utf8: bool) -> ParsedPath:
     head, colon, tail = argument.partition(":")
     if not colon or head.strip().upper() != keyword:
         raise SyntaxProblem(f"syntax: {keyword}:<address>", "5.5.4")

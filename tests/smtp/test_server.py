@@ -270,7 +270,7 @@ async def test_syntax_errors_and_sequence_errors(server):
     replies = await run(server, script)
     assert [(code, text[:5]) for code, text in replies] == [
         (501, b"5.5.4"), (503, b"5.5.1"), (503, b"5.5.1"), (555, b"5.5.4"), (555, b"5.5.4"),
-        (501, b"5.1.3"), (250, b"2.1.0"), (503, b"5.5.1"), (501, b"5.5.4"),
+        (501, b"5.1.7"), (250, b"2.1.0"), (503, b"5.5.1"), (501, b"5.5.4"),
         (501, b"5.1.3"), (554, b"5.5.1"),
     ]
 

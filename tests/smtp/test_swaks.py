@@ -100,3 +100,68 @@ async def test_pipelining(server):
                           "--pipeline")
     assert [code for code, _ in replies] == [220, 250, 250, 250, 250, 354, 250, 221]
     assert len(inbox(server, "carol@example.test")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_quota_full(server, tmp_path):
+    data = tmp_path / "for-bob.eml"
+    data.write_bytes(b"From: s@remote.test\r\nSubject: over quota\r\n\r\n" + b"x" * 76 * 40)  # bob has 2000 bytes
+    replies = await swaks(server, "--from", "s@remote.test", "--to", "bob@example.test", "--data", str(data))
+    assert [code for code, _ in replies] == [220, 250, 250, 250, 354, 452, 221]
+    assert replies[5][1].startswith("4.2.2")
+
+
+@pytest_twisted.ensureDeferred
+async def test_foreign_from_header_on_submission(server):
+    replies = await swaks(server, "--from", "alice@example.test", "--to", "carol@example.test",
+                          "--header", "From: Mallory <mallory@elsewhere.test>",
+                          "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-password",
+                          listener="submission")
+    assert [code for code, _ in replies] == [220, 250, 235, 250, 250, 354, 553, 221]
+    assert replies[6][1].startswith("5.7.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_too_many_recipients(tmp_path):
+    from tests.smtp.conftest import populate, start
+
+    server = start(tmp_path, smtp={"max_recipients": 2})
+    try:
+        await populate(server)
+        replies = await swaks(server, "--from", "s@remote.test",
+                              "--to", "alice@example.test,carol@example.test,info@example.test")
+        assert [code for code, _ in replies] == [220, 250, 250, 250, 250, 452, 354, 250, 221]
+        assert replies[5][1].startswith("4.5.3")
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_mail_loop(server):
+    hops = "".join(f"Received: from hop{n}.test by hop{n + 1}.test; Mon, 1 Jan 2024 00:00:00 +0000\\n"
+                   for n in range(50))
+    replies = await swaks(server, "--from", "s@remote.test", "--to", "alice@example.test",
+                          "--data", hops + "Subject: loop\\n\\nround and round\\n")
+    assert replies[-2][0] == 554 and replies[-2][1].startswith("5.4.6")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_syntax(server):
+    replies = await swaks(server, "--from", "not an address", "--to", "alice@example.test")
+    assert replies[2][0] == 501 and replies[2][1].startswith("5.1.7")
+
+
+@pytest_twisted.ensureDeferred
+async def test_implicit_tls_submission_with_auth(tmp_path):
+    from tests.smtp.conftest import populate, start
+
+    server = start(tmp_path, listeners=("smtp", "submissions"))
+    try:
+        await populate(server)
+        replies = await swaks(server, "--tlsc", "--from", "alice@example.test", "--to", "carol@example.test",
+                              "--auth", "PLAIN", "--auth-user", "alice@example.test",
+                              "--auth-password", "alice-password", listener="submissions")
+        assert [code for code, _ in replies] == [220, 250, 235, 250, 250, 354, 250, 221]
+        assert len(inbox(server, "carol@example.test")) == 1
+    finally:
+        await server.stopService()
