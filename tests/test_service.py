@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import smtplib
 import socket
 import time
 
@@ -13,7 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from mailserve.service import MailServer, StartupError, makeService
-from tests.e2e.harness import make_config, start_server
+from tests.e2e.harness import add_user, make_config, start_server
 
 
 def test_make_service_returns_an_iservice(tmp_path):
@@ -149,4 +151,48 @@ async def test_server_wide_connection_limits_answer_in_each_protocols_words(tmp_
     finally:
         for sock in held:
             sock.close()
+        await server.stopService()
+
+
+def _failed_logins(addresses: dict[str, tuple[str, int]]) -> dict[str, bytes]:
+    """One wrong password over each protocol, as its clients send it; the server's answers."""
+    plain = base64.b64encode(b"\0zoe@count.example.test\0wrong-password")
+    answers = {}
+    with smtplib.SMTP(*addresses["submission"], timeout=10) as smtp:
+        smtp.ehlo("client.example.test")
+        code, text = smtp.docmd("AUTH", "PLAIN " + plain.decode())
+        answers["submission"] = f"{code} ".encode() + text
+    sock, _ = _greeting(addresses["pop3"], "127.0.0.1")
+    with sock:
+        sock.sendall(b"USER zoe@count.example.test\r\nPASS wrong-password\r\n")
+        answers["pop3"] = b"".join(iter(lambda: sock.recv(4096), b""))  # closes after max_auth_failures=1
+    sock, data = _greeting(addresses["managesieve"], "127.0.0.1")
+    with sock:
+        # The capability greeting ends with an OK line (RFC 5804 §1.7).
+        while not (b"\n" + data).rsplit(b"\n", 2)[-2].startswith(b"OK"):
+            data += sock.recv(4096)
+        sock.sendall(b'AUTHENTICATE "PLAIN" "' + plain + b'"\r\n')
+        answers["managesieve"] = sock.recv(4096)
+    return answers
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_authentications_are_counted_under_their_protocol(tmp_path):
+    server = start_server(tmp_path, ["submission", "pop3", "managesieve"], auth={"failure_delay": 0},
+                          pop3={"auth_failure_delay": 0, "max_auth_failures": 1})
+    try:
+        await add_user(server, "zoe@count.example.test", "zoe-password")
+        registry = server.metrics.registry
+
+        def failures(protocol: str) -> float:
+            return registry.get_sample_value("mailserve_auth_failures_total", {"protocol": protocol})
+
+        answers = await deferToThread(_failed_logins, {name: server.address(name) for name in
+                                                      ("submission", "pop3", "managesieve")})
+        assert answers["submission"].startswith(b"535 "), answers
+        assert b"-ERR" in answers["pop3"], answers
+        assert answers["managesieve"].startswith(b"NO"), answers
+        assert {p: failures(p) for p in ("submission", "pop3", "managesieve", "smtp", "imap", "http")} == {
+            "submission": 1, "pop3": 1, "managesieve": 1, "smtp": 0, "imap": 0, "http": 0}
+    finally:
         await server.stopService()
