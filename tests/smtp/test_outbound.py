@@ -185,6 +185,26 @@ async def test_mx_preference_order_and_backup_host(tmp_path, dns_server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_ipv6_address_when_the_ipv4_one_is_down(tmp_path, dns_server):
+    """A host's addresses are all tried (RFC 5321 §5.1); AAAA records too, here without any MX."""
+    far = far_side(tmp_path)
+    await add_user(far, "dest@elsewhere.test", "pw-dest-1")
+    port = free_port()
+    over_ipv6 = Middlebox(("127.0.0.1", far.port("smtp"))).start("::1", port)
+    dns_server.add("elsewhere.test", "A", "127.0.0.2")  # nothing listens there
+    dns_server.add("elsewhere.test", "AAAA", "::1")
+    here = start(tmp_path, dns=dns_server, queue_port=port)
+    try:
+        await populate(here)
+        await submit(here, ["dest@elsewhere.test"])
+        await eventually(lambda: inbox(far, "dest@elsewhere.test"))
+        assert over_ipv6.connections == 1
+        await eventually(lambda: here.outbound_queue.entries() == [])
+    finally:
+        await stop(here, over_ipv6, far)
+
+
+@pytest_twisted.ensureDeferred
 async def test_retries_back_off_exponentially_up_to_the_maximum(tmp_path, dns_server):
     dns_server.add("elsewhere.test", "MX", (10, "mx.elsewhere.test"))
     dns_server.add("mx.elsewhere.test", "A", "127.0.0.1")
