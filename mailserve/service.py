@@ -144,14 +144,29 @@ class ConnectionGate:
 
 
 class _Refusal(Protocol):
-    """Says the protocol's "too many connections" line and hangs up."""
+    """Says the protocol's "too many connections" line and hangs up.
 
-    def __init__(self, line: bytes) -> None:
+    Refused connections are not counted, so they must not linger: on an implicit-TLS listener
+    the line waits for a handshake the client may never finish, hence the hard deadline.
+    """
+
+    #: Seconds a refused client has to take its answer before the connection is aborted.
+    DEADLINE = 10.0
+
+    def __init__(self, line: bytes, reactor: Any) -> None:
         self.line = line
+        self.reactor = reactor
+        self._deadline: Any = None
 
     def connectionMade(self) -> None:
+        self._deadline = self.reactor.callLater(self.DEADLINE, self.transport.abortConnection)
         self.transport.write(self.line)
         self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
 
 class CountedConnection(ProtocolWrapper):
@@ -193,9 +208,10 @@ class ListenerFactory(WrappingFactory):
     protocol = CountedConnection
 
     def __init__(self, wrapped: Any, protocol: str, gate: ConnectionGate, metrics: Any, source: Any,
-                 refusal: Callable[[str], bytes]) -> None:
+                 refusal: Callable[[str], bytes], reactor: Any) -> None:
         super().__init__(wrapped)
         self.protocol_name = protocol
+        self.reactor = reactor
         self.gate = gate
         self.source = source
         self._refusal = refusal
@@ -210,7 +226,7 @@ class ListenerFactory(WrappingFactory):
         if reason is not None:
             if self._refused is not None:
                 self._refused.inc()
-            refusal = _Refusal(self._refusal(reason))
+            refusal = _Refusal(self._refusal(reason), self.reactor)
             refusal.factory = self
             return refusal
         inner = self.wrappedFactory.buildProtocol(addr)
@@ -251,7 +267,7 @@ class ListenerService(Service):
         metrics = getattr(server, "metrics", None)
         self.factory = ListenerFactory(
             factory, protocol, self._gate(server), metrics,
-            AuthenticationSource.for_metrics(protocol, metrics), self._refusal)
+            AuthenticationSource.for_metrics(protocol, metrics), self._refusal, server.reactor)
         self.ports: list[Any] = []
         self.setName(f"listener:{listener.id}")
 

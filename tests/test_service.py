@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import smtplib
 import socket
+import ssl
 import time
 
 import pytest
@@ -77,6 +78,21 @@ def _greeting(address: tuple[str, int], source: str) -> tuple[socket.socket, byt
     return sock, data
 
 
+def _tls_greeting(address: tuple[str, int], source: str) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(address, timeout=10, source_address=(source, 0))
+    with context.wrap_socket(raw) as sock:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
 def _http_refusal(address: tuple[str, int], source: str) -> bytes:
     sock = socket.create_connection(address, timeout=10, source_address=(source, 0))
     with sock:
@@ -96,7 +112,7 @@ async def _eventually(predicate, timeout: float = 10.0) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_server_wide_connection_limits_answer_in_each_protocols_words(tmp_path):
-    server = start_server(tmp_path, ["smtp", "imap", "pop3", "managesieve", "http"],
+    server = start_server(tmp_path, ["smtp", "imap", "imaps", "pop3", "managesieve", "http"],
                           server={"max_connections": 2, "max_connections_per_ip": 1})
     metrics = server.metrics.registry
 
@@ -119,6 +135,9 @@ async def test_server_wide_connection_limits_answer_in_each_protocols_words(tmp_
             refused_sock, answer = await deferToThread(_greeting, server.address(listener), "127.0.0.1")
             refused_sock.close()
             assert answer == line, listener
+        # On an implicit-TLS listener the refusal comes after the handshake, inside TLS.
+        tls_answer = await deferToThread(_tls_greeting, server.address("imaps"), "127.0.0.1")
+        assert tls_answer == expected["imap"]
         http = await deferToThread(_http_refusal, server.address("http"), "127.0.0.1")
         assert http.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in http
         assert b"Too many connections from your address" in http
@@ -135,7 +154,7 @@ async def test_server_wide_connection_limits_answer_in_each_protocols_words(tmp_
         assert value("mailserve_connections_total", "pop3") == 1
         assert value("mailserve_connections_total", "imap") == 0
         assert value("mailserve_connections_active", "smtp") == 1
-        assert value("mailserve_connections_refused_total", "imap") == 2
+        assert value("mailserve_connections_refused_total", "imap") == 3
         assert value("mailserve_connections_refused_total", "http") == 1
 
         # Closing frees the slots: the counts go back and the address is served again.
