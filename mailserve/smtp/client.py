@@ -1,7 +1,8 @@
 """Outbound SMTP client: one connection, any number of transactions (RFC 5321 §3.3, §4.1).
 
 Used by the outbound queue to deliver to MX hosts and smarthosts.  It speaks EHLO (falling
-back to HELO), opportunistic or required STARTTLS (RFC 3207), AUTH PLAIN (RFC 4954) for
+back to HELO), opportunistic or required STARTTLS (RFC 3207; a failed handshake is reported
+as :class:`TLSHandshakeFailed` so that the caller can retry in the clear), AUTH PLAIN (RFC 4954) for
 smarthosts, PIPELINING of MAIL/RCPT/DATA when offered (RFC 2920), and passes SIZE, BODY,
 SMTPUTF8 and the DSN parameters (RFC 3461 §4) when the server offers them.  Every wait for a
 reply is bounded, so a silent server cannot hold a delivery forever.

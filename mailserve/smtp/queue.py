@@ -13,7 +13,10 @@ entry is due (and at least every ``POLL_INTERVAL`` so that ``mailserve queue ret
 CLI is seen), groups the due recipients by destination domain (or all of them, with a
 smarthost), resolves MX hosts (``mailserve.smtp.mx``), and delivers each destination's
 messages over one connection (connection reuse, RFC 5321 §3.3 allows many transactions per
-session).  Results update the record in one transaction, together with any DSN the sender
+session).  TLS is opportunistic: used when offered, and a failed handshake is retried in the
+clear (RFC 7435).  What each peer gets depends on what it offers: 8-bit content is converted
+to 7 bits for a peer without 8BITMIME (RFC 6152 §3), and SMTPUTF8 mail that needs it cannot
+go to a peer without SMTPUTF8 (RFC 6531 §3.2, bounced with 5.6.7).  Results update the record in one transaction, together with any DSN the sender
 is owed, so a report is queued exactly once:
 
 * ``2xx``: the recipient is done; a ``delivered``/``relayed`` DSN if NOTIFY=SUCCESS was asked
