@@ -229,7 +229,11 @@ class ListenerFactory(WrappingFactory):
             refusal = _Refusal(self._refusal(reason), self.reactor)
             refusal.factory = self
             return refusal
-        inner = self.wrappedFactory.buildProtocol(addr)
+        try:
+            inner = self.wrappedFactory.buildProtocol(addr)
+        except BaseException:
+            self.gate.release(ip)
+            raise
         if inner is None:
             self.gate.release(ip)
             return None
