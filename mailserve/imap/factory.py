@@ -1,11 +1,14 @@
-"""The IMAP listener's protocol factory: connection limits and state shared by sessions.
+"""The IMAP listener's protocol factory, and the session state every IMAP listener shares.
 
 ``build(server, listener)`` is what ``mailserve.service`` calls for every
-``[server.listener.ID]`` with ``protocol = "imap"``.  The factory holds what sessions of
-one listener share and nothing global: counts of connections per client address and of
-sessions per user (so one address or one account cannot take every slot), and the
-``\\Recent`` claims of RFC 3501 §2.3.2 (the first session to see a message gets it as
-recent; kept in memory, like Dovecot's in-memory fallback, so it resets on restart).
+``[server.listener.ID]`` with ``protocol = "imap"``.  Connections in total and per client
+address are limited once for every protocol by the service's connection gate, which
+wraps this factory.  What IMAP sessions of one server share, whichever listener (143 or
+993) they came in on, is one ``IMAPSessions``: the count of authenticated sessions per
+user (so one account cannot take every slot) and the ``\\Recent`` claims of RFC 3501
+§2.3.2 (the first session to see a message gets it as recent; kept in memory, like
+Dovecot's in-memory fallback, so it resets on restart).  Nothing is global: a second
+server in the same process has its own.
 """
 
 from __future__ import annotations
@@ -20,15 +23,22 @@ from mailserve.config import ListenerConfig
 from mailserve.imap.protocol import IMAPServerProtocol
 
 
-class _Refusal(Protocol):
-    """Says why the connection is refused (RFC 9051 §7.1.5 BYE greeting) and hangs up."""
+class IMAPSessions:
+    """Sessions per user and ``\\Recent`` claims, shared by the IMAP listeners of one server."""
 
-    def __init__(self, reason: bytes) -> None:
-        self.reason = reason
+    def __init__(self) -> None:
+        self.per_user: Counter[int] = Counter()
+        #: (account, mailbox) -> highest UID a session has been shown as \\Recent.
+        self.recent_claims: dict[tuple[int, int], int] = {}
 
-    def connectionMade(self) -> None:
-        self.transport.write(b"* BYE [UNAVAILABLE] " + self.reason + b"\r\n")
-        self.transport.loseConnection()
+    @classmethod
+    def of(cls, server: Any) -> IMAPSessions:
+        """The server's one instance, made by its first IMAP listener."""
+        shared = getattr(server, "imap_sessions", None)
+        if shared is None:
+            shared = cls()
+            server.imap_sessions = shared
+        return shared
 
 
 class IMAPFactory(Factory):
@@ -38,9 +48,9 @@ class IMAPFactory(Factory):
         self.server = server
         self.listener = listener
         self.connections: set[IMAPServerProtocol] = set()
-        self.per_ip: Counter[str] = Counter()
-        self.per_user: Counter[int] = Counter()
-        self.recent_claims: dict[tuple[int, int], int] = {}
+        self.sessions = IMAPSessions.of(server)
+        self.per_user = self.sessions.per_user
+        self.recent_claims = self.sessions.recent_claims
         self._mail_search: Any = None
 
     def mail_search(self) -> Any:
@@ -55,26 +65,13 @@ class IMAPFactory(Factory):
         return self._mail_search
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        limits = self.server.config.server
-        ip = getattr(addr, "host", "")
-        if len(self.connections) >= limits.max_connections:
-            return _Refusal(b"Too many connections; try again later")
-        if self.per_ip[ip] >= limits.max_connections_per_ip:
-            return _Refusal(b"Too many connections from your address")
         protocol = IMAPServerProtocol(self, secure=self.listener.tls.implicit)
         protocol.factory = self
         self.connections.add(protocol)
-        self.per_ip[ip] += 1
-        protocol.counted_ip = ip
         return protocol
 
     def connection_closed(self, protocol: IMAPServerProtocol) -> None:
-        if protocol in self.connections:
-            self.connections.discard(protocol)
-            ip = getattr(protocol, "counted_ip", "")
-            self.per_ip[ip] -= 1
-            if self.per_ip[ip] <= 0:
-                del self.per_ip[ip]
+        self.connections.discard(protocol)
 
     def session_started(self, account_id: int) -> bool:
         """Count an authenticated session; False when the user has too many already."""

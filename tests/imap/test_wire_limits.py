@@ -5,6 +5,8 @@ bounded (RFC 9051 §7.1.3, RFC 7888 §4, RFC 7889)."""
 
 from __future__ import annotations
 
+import imaplib
+import ssl
 import time
 
 import pytest
@@ -219,3 +221,40 @@ def test_failed_logins_are_delayed_and_limited(strict):
     assert second[0].startswith(b"t9 NO [AUTHENTICATIONFAILED] ")
     assert second[1:] == [b"* BYE Too many failed authentication attempts"]
     assert blocked[0].startswith(b"d1 NO [UNAVAILABLE] ")
+
+
+@pytest.fixture
+def two_listeners(tmp_path):
+    server = IMAPTestServer(tmp_path, listeners=("imap", "imaps"), imap={"max_sessions_per_user": 2})
+    pytest_twisted.blockon(server.deliver(message(1)))
+    yield server
+    server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_session_limit_and_recent_span_listeners(two_listeners):
+    """Port 143 and 993 sessions of one user count together and share \\Recent claims."""
+    server = two_listeners
+
+    def scenario():
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        plain = RawClient(server.port("imap"))
+        plain.login(USER)
+        first = plain.command("SELECT INBOX")[0]
+        secure = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=context, timeout=30)
+        secure.login(USER, PASSWORD)
+        secure.select("INBOX")
+        recent = secure.untagged_responses.get("RECENT")
+        third = RawClient(server.port("imap"))
+        refused = third.command(f'LOGIN {USER} "{PASSWORD}"')[1]
+        for c in (plain, third):
+            c.close()
+        secure.logout()
+        return first, recent, refused
+
+    first, recent, refused = yield in_thread(scenario)
+    assert b"* 1 RECENT" in first
+    assert recent == [b"0"]  # the 143 session already saw message 1 (RFC 3501 §2.3.2)
+    assert refused.startswith(b"NO [LIMIT] ")
