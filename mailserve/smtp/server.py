@@ -122,7 +122,6 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._closing = False
         self._paused = False
         self._discarding_line = False
-        self._counted = False
         self.helo: str | None = None
         self.esmtp = False
         self.tls = self.settings.implicit_tls
@@ -149,22 +148,14 @@ class SMTPSession(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         self.client_ip = getattr(peer, "host", "unknown")
         self.client_port = getattr(peer, "port", 0)
-        refused = self.factory.connections.open(self.client_ip)
-        if refused is not None:
-            self._send(f"421 4.7.0 {self.settings.hostname} {refused}, try again later")
-            self._closing = True
-            self.transport.loseConnection()
-            return
-        self._counted = True
+        # Connection counts (server.max_connections[_per_ip]) are enforced for every listener
+        # before a session exists, by the service's connection gate.
         self.setTimeout(self.settings.command_timeout)
         self._send(f"220 {self.settings.hostname} ESMTP mailserve")
 
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
         self._closing = True
-        if self._counted:
-            self._counted = False
-            self.factory.connections.close(self.client_ip)
 
     def timeoutConnection(self) -> None:
         """RFC 5321 §4.5.3.2: an idle client is dropped with 421 after the timeout."""
