@@ -532,13 +532,10 @@ class AdminService:
         """The server's ``OutboundQueue``, or :class:`Unavailable` where this build has none."""
         queue = None
         if self.server is not None:
-            for name in ("queue", "outbound_queue"):
-                try:
-                    queue = getattr(self.server, name, None)
-                except Exception:  # noqa: BLE001 - a part that cannot be built is not available
-                    queue = None
-                if queue is not None:
-                    break
+            try:
+                queue = getattr(self.server, "outbound_queue", None)
+            except Exception:  # noqa: BLE001 - a part that cannot be built is not available
+                queue = None
         if queue is None:
             raise Unavailable("the outbound queue is not available in this server")
         return queue

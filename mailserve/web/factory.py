@@ -25,14 +25,12 @@ log = Logger()
 
 
 def has_outbound_queue(server: Any) -> bool:
-    """Whether this build has the outbound queue (the queue endpoints are published only then)."""
-    found = False
-    for name in ("queue", "outbound_queue"):
-        try:
-            found = found or getattr(server, name, None) is not None
-        except Exception:  # noqa: BLE001 - a part that cannot be built is not there
-            log.debug("{name} is not available", name=name)
-    return found
+    """Whether this server has an outbound queue (the queue endpoints are published only then)."""
+    try:
+        return getattr(server, "outbound_queue", None) is not None
+    except Exception:  # noqa: BLE001 - a part that cannot be built is not there
+        log.debug("the outbound queue is not available")
+        return False
 
 
 class WebSite(MailserveSite):
