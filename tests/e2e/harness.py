@@ -17,6 +17,7 @@ from twisted.internet import defer
 
 from mailserve.config import Config
 from mailserve.service import MailServer
+from tests.dnsfixture import DNSFixtureServer
 
 #: Argon2 as cheap as it goes: tests log in hundreds of times.
 FAST_AUTH = {"argon2_time_cost": 1, "argon2_memory_cost": "64KiB", "argon2_parallelism": 1,
@@ -36,9 +37,27 @@ LISTENERS: dict[str, dict[str, Any]] = {
 }
 
 
+class _EmptyZone:
+    """One authoritative DNS server per test process with no records at all.
+
+    Test servers resolve through it unless a test gives its own ``dns`` table: every name is
+    NXDOMAIN at once, so mail authentication and the spam filter run their real lookups and
+    no test asks the machine's resolver (or the internet).
+    """
+
+    server: DNSFixtureServer | None = None
+
+    @classmethod
+    def address(cls) -> str:
+        if cls.server is None:
+            cls.server = DNSFixtureServer().start()
+        return f"{cls.server.host}:{cls.server.port}"
+
+
 def make_config(tmp_path, listeners=(), **sections: dict[str, Any]) -> Config:
     """A config with the named listeners on ephemeral ports; ``sections`` override tables."""
     data: dict[str, Any] = {
+        "dns": {"nameservers": [_EmptyZone.address()]},
         "server": {
             "hostname": "mail.example.test",
             "data_dir": str(tmp_path / "data"),
