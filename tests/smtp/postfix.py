@@ -123,11 +123,21 @@ class PrivatePostfix:
         raise RuntimeError(f"postfix did not listen on {self.port}: {self.log()}")
 
     def stop(self) -> None:
-        self._postfix("stop")
+        """Stop the master and wait for it to exit (its pid file outlives it, so watch the pid)."""
         pid_file = os.path.join(self.root, "queue", "pid", "master.pid")
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        self._postfix("stop")
         deadline = time.monotonic() + 10
-        while os.path.exists(pid_file) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
