@@ -11,6 +11,7 @@ import email
 import email.policy
 
 import pytest_twisted
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from tests.e2e.harness import add_user
 from tests.smtp.conftest import inbox, populate, start
@@ -127,6 +128,8 @@ async def test_smtputf8_to_a_peer_without_it_bounces_567(tmp_path, dns_server):
 @pytest_twisted.ensureDeferred
 async def test_failed_tls_handshake_is_retried_in_the_clear(tmp_path, dns_server):
     far, box, here = await far_behind_middlebox(tmp_path, dns_server, break_tls=True)
+    events = []
+    globalLogPublisher.addObserver(events.append)
     try:
         code, _ = await submit(here, ["dest@elsewhere.test", "nobody@elsewhere.test"])
         assert code == 250
@@ -140,7 +143,11 @@ async def test_failed_tls_handshake_is_retried_in_the_clear(tmp_path, dns_server
         assert b"Status: 5.1.1" in report and b"Remote-MTA: dns; mx.elsewhere.test" in report
         assert b"dest@elsewhere.test" not in report.split(b"message/delivery-status")[1].split(b"message/rfc822")[0]
         await eventually(lambda: here.outbound_queue.entries() == [])
+        [warning] = [formatEvent(e) for e in events if "retrying without TLS" in e.get("log_format", "")]
+        assert warning.startswith(f"mx.elsewhere.test[127.0.0.1]:{box.address[1]}: TLS with mx.elsewhere.test failed")
+        assert any(e["log_level"] == LogLevel.warn for e in events if "without TLS" in e.get("log_format", ""))
     finally:
+        globalLogPublisher.removeObserver(events.append)
         await stop(here, box, far)
 
 
