@@ -20,12 +20,16 @@ RFC 2046), or return it as undeliverable.  Postfix converts (``disable_mime_outp
   are rewritten as encoded-words (RFC 2047 §5(1)); other 8-bit header fields are left as they
   are, as Postfix leaves them: rewriting addresses would change what the recipient sees.
 
+Sloppy senders put raw 8-bit octets into parts labelled quoted-printable or base64; those
+are repaired the way lenient readers decode them (encoded as ``=XX``, or dropped from base64
+where decoders skip them anyway).
+
 What cannot be converted makes :class:`ConversionImpossible` (5.6.3, "conversion required but
 not supported", RFC 3463 §3.7): a part declared ``binary`` (its line ends are not line ends,
-RFC 3030 §3), 8-bit octets inside a part that claims base64 or quoted-printable (or an
-encoding we do not know), inside ``message/partial`` or ``message/external-body`` (which
-RFC 2046 §5.2.2-5.2.3 restricts to 7bit), a multipart without a boundary, or nesting deeper
-than :data:`MAX_NESTING`.  The queue bounces such a message with that status.
+RFC 3030 §3), 8-bit octets inside a part in an encoding we do not know, inside
+``message/partial`` or ``message/external-body`` (which RFC 2046 §5.2.2-5.2.3 restricts to
+7bit), a multipart without a boundary, or nesting deeper than :data:`MAX_NESTING`.  The
+queue bounces such a message with that status.
 
 The input is a wire message: CRLF line ends, as the SMTP session and the queue store it.
 """
@@ -45,10 +49,13 @@ __all__ = ["MAX_NESTING", "ConversionImpossible", "downgrade_to_7bit", "has_8bit
 MAX_NESTING = 100
 #: RFC 2045 §6.7 rule 5: encoded lines are at most 76 characters.
 QP_LINE = 76
+#: RFC 5321 §4.5.3.1.6: a line of message text is at most 998 octets before its CRLF.
+MAX_LINE = 998
 
 _CRLF = b"\r\n"
 _UNSTRUCTURED = frozenset({b"subject", b"comments", b"content-description"})
 _IDENTITY = frozenset({"", "7bit", "8bit"})
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]+")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 
@@ -106,6 +113,16 @@ def _entity(fields: list[tuple[bytes, bytes]], body: bytes, default_type: str, d
     encoding = _transfer_encoding(fields)
     if encoding == "binary":
         raise ConversionImpossible("a part with Content-Transfer-Encoding binary cannot be sent as 7 bits")
+    if encoding == "quoted-printable":
+        # Raw 8-bit octets are invalid here (RFC 2045 §6.7 rule 1 would have encoded them);
+        # lenient readers take them literally, so encoding them keeps what those readers see.
+        body = _EIGHT_BIT.sub(lambda match: b"".join(b"=%02X" % octet for octet in match.group()), body)
+        if any(len(line) > MAX_LINE for line in body.split(_CRLF)):
+            raise ConversionImpossible("a quoted-printable part with over-long 8-bit lines")
+        return _join(fields, body)
+    if encoding == "base64":
+        # Octets outside the base64 alphabet are ignored by decoders (RFC 2045 §6.8).
+        return _join(fields, _EIGHT_BIT.sub(b"", body))
     if encoding not in _IDENTITY:
         raise ConversionImpossible(f"8-bit octets inside a {encoding} encoded part")
     major, _, minor = content_type.partition("/")

@@ -92,7 +92,6 @@ def test_boundary_prefix_lines_are_not_delimiters():
 
 @pytest.mark.parametrize("message, reason", [
     (b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: binary\r\n\r\n\xff\r\n", "binary"),
-    (b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n\r\n\xff\r\n", "base64"),
     (b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n\xff\r\n", "x-uuencode"),
     (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n\xff\r\n", "boundary"),
     (b"MIME-Version: 1.0\r\nContent-Type: message/partial; id=1; number=1\r\n\r\n\xff\r\n", "message/partial"),
@@ -101,6 +100,18 @@ def test_what_cannot_be_converted(message, reason):
     with pytest.raises(ConversionImpossible, match=reason) as info:
         downgrade_to_7bit(message)
     assert info.value.status == "5.6.3"  # RFC 3463: conversion required but not supported
+
+
+def test_raw_8bit_inside_encoded_parts_is_repaired():
+    qp = downgrade_to_7bit(b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+                           b"caf\xc3\xa9 =3D ok\r\n")
+    assert qp.endswith(b"\r\n\r\ncaf=C3=A9 =3D ok\r\n")
+    b64 = downgrade_to_7bit(b"MIME-Version: 1.0\r\nContent-Type: image/gif\r\n"
+                            b"Content-Transfer-Encoding: base64\r\n\r\nR0lG\xffODlh\r\n")
+    assert b64.endswith(b"\r\n\r\nR0lGODlh\r\n")
+    with pytest.raises(ConversionImpossible, match="over-long"):
+        downgrade_to_7bit(b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+                          + b"\xe9" * 400 + b"\r\n")
 
 
 def test_nesting_is_bounded():
