@@ -17,7 +17,6 @@ Callers that must handle both wrap the result with ``twisted.internet.defer.mayb
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,18 +35,15 @@ from mailserve.admin.errors import (
     Unavailable,
     classify,
 )
-from mailserve.core import keys
-from mailserve.core.model import pack, unpack
 from mailserve.directory.credentials import Credentials
+from mailserve.mailauth.keystore import SELECTOR, DKIMKey, DKIMKeyStore, make_key
 from mailserve.sieve.scripts import SieveScripts, check_script_name
 
 #: RFC 4954 puts no bound on passwords, but a megabyte-long one would only waste Argon2 time.
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 #: RFC 6376 §3.1: a selector is a dot-separated sequence of DNS labels (sub-domain syntax).
-_SELECTOR_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
-MAX_DKIM_KEYS_PER_DOMAIN = 10
 
 
 def _then(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -97,26 +93,6 @@ def check_password(password: Any, field: str = "password") -> str:
 
 
 @dataclass(frozen=True)
-class DKIMKey:
-    domain: str
-    selector: str
-    algorithm: str
-    created: int
-    private_key: str
-    txt: str
-
-    def public(self) -> dict[str, Any]:
-        """Everything but the private key, and the record to publish (RFC 6376 §3.6.2.1)."""
-        return {
-            "domain": self.domain,
-            "selector": self.selector,
-            "algorithm": self.algorithm,
-            "created": self.created,
-            "record": {"name": f"{self.selector}._domainkey.{self.domain}.", "type": "TXT", "value": self.txt},
-        }
-
-
-@dataclass(frozen=True)
 class DNSRecord:
     name: str
     type: str
@@ -157,6 +133,8 @@ class AdminService:
         self.credentials = Credentials(metadata, execute=execute, clock=clock)
         #: The one store of Sieve scripts, shared with ManageSieve (RFC 5804) and delivery.
         self.sieve_scripts = SieveScripts(metadata)
+        #: The one store of DKIM keys, shared with the outbound signer.
+        self.dkim_keys = DKIMKeyStore(metadata, execute=execute, clock=clock)
         self._execute = execute
         self._blocking = blocking
         self.server = server
@@ -200,8 +178,7 @@ class AdminService:
         domain = self.directory.get_domain(name)
 
         def drop_keys(txn) -> None:
-            for key, _ in list(txn.scan(keys.dkim_keys_prefix(domain.name))):
-                txn.delete(key)
+            DKIMKeyStore.remove_all_txn(txn, domain.name)
 
         return _then(self.directory.remove_domain(domain.name, force=force),
                      lambda _: _then(self._execute(drop_keys), lambda _: {"removed": domain.name}))
@@ -235,10 +212,9 @@ class AdminService:
                                      f"DKIM public key, selector {key.selector} (RFC 6376 §3.6.2)"))
         return [r.public() for r in records]
 
-    # -- DKIM keys -------------------------------------------------------------------------------
+    # -- DKIM keys (stored by ``mailserve.mailauth.keystore``) -----------------------------------------
     def _dkim_keys(self, domain: str) -> list[DKIMKey]:
-        return self.metadata.read(
-            lambda txn: [DKIMKey(**unpack(v)) for _, v in txn.scan(keys.dkim_keys_prefix(domain))])
+        return self.dkim_keys.list(domain)
 
     @_errors
     def list_dkim_keys(self, domain: str) -> list[dict[str, Any]]:
@@ -248,65 +224,37 @@ class AdminService:
     @_errors
     def get_dkim_key(self, domain: str, selector: str) -> dict[str, Any]:
         name = self.directory.get_domain(domain).name
-        data = self.metadata.read(lambda txn: txn.get(keys.dkim_key(name, selector.lower())))
-        if data is None:
+        key = self.dkim_keys.get(name, selector)
+        if key is None:
             raise NotFound(f"no DKIM key with selector {selector!r} for {name}")
-        return DKIMKey(**unpack(data)).public()
+        return key.public()
 
     def signing_key(self, domain: str, selector: str) -> tuple[str, bytes] | None:
         """``(algorithm, private key PEM)`` for the signer, or ``None`` (synchronous read)."""
-        data = self.metadata.read(lambda txn: txn.get(keys.dkim_key(domain, selector)))
-        if data is None:
-            return None
-        key = DKIMKey(**unpack(data))
-        return key.algorithm, key.private_key.encode("ascii")
+        key = self.dkim_keys.get(domain, selector)
+        return None if key is None else (key.algorithm, key.private_key.encode("ascii"))
 
     @_errors
     def generate_dkim_key(self, domain: str, selector: str | None = None, algorithm: str = "rsa-sha256") -> Any:
-        """Generate and store a signing key; fires with its public view including the TXT record.
+        """Generate (in a thread) and store a signing key; fires with its public view and TXT record.
 
-        The selector defaults to the algorithm and the year-month (``rsa-202608``), so keys can be
-        rotated by adding a new one before removing the old (RFC 6376 §3.1, M3AAWG rotation advice).
+        The default selector is dated (``ms202612r``), so keys can be rotated by adding a new
+        one before removing the old (RFC 6376 §3.1, M3AAWG rotation advice).
         """
-        from mailserve.mailauth.dkim import generate_dkim_key
-
         name = self.directory.get_domain(domain).name
         if algorithm not in DKIM_ALGORITHMS:
             raise InvalidRequest(f"algorithm must be one of {', '.join(DKIM_ALGORITHMS)}", field="algorithm")
-        if selector is None:
-            selector = f"{algorithm.split('-')[0]}-{time.strftime('%Y%m', time.gmtime(self._clock()))}"
-        selector = selector.lower()
-        if not _SELECTOR_RE.match(selector) or len(selector) > 63:
+        if selector is not None and (len(selector) > 63 or not SELECTOR.match(selector.lower())):
             raise InvalidRequest(f"not a valid DKIM selector: {selector!r} (DNS labels, RFC 6376 §3.1)",
                                  field="selector")
-
-        def store(generated: tuple[bytes, str]) -> Any:
-            pem, txt = generated
-            record = DKIMKey(name, selector, algorithm, int(self._clock()), pem.decode("ascii"), txt)
-
-            def fn(txn) -> dict[str, Any]:
-                if txn.get(keys.dkim_key(name, selector)) is not None:
-                    raise Conflict(f"{name} already has a DKIM key with selector {selector!r}")
-                if len(list(txn.scan(keys.dkim_keys_prefix(name)))) >= MAX_DKIM_KEYS_PER_DOMAIN:
-                    raise Conflict(f"{name} has {MAX_DKIM_KEYS_PER_DOMAIN} DKIM keys; remove one first")
-                txn.put(keys.dkim_key(name, selector), pack(asdict(record)))
-                return record.public()
-
-            return self._execute(fn)
-
-        return _then(self._blocking(generate_dkim_key, algorithm), store)
+        made = self._blocking(make_key, name, algorithm, selector, self._clock())
+        return _then(_then(made, self.dkim_keys.add), lambda key: key.public())
 
     @_errors
     def remove_dkim_key(self, domain: str, selector: str) -> Any:
         name = self.directory.get_domain(domain).name
         selector = selector.lower()
-
-        def fn(txn) -> dict[str, Any]:
-            if not txn.delete(keys.dkim_key(name, selector)):
-                raise NotFound(f"no DKIM key with selector {selector!r} for {name}")
-            return {"removed": f"{selector}._domainkey.{name}"}
-
-        return self._execute(fn)
+        return _then(self.dkim_keys.remove(name, selector), lambda _: {"removed": f"{selector}._domainkey.{name}"})
 
     # -- accounts --------------------------------------------------------------------------------
     def list_accounts(self, domain: str | None = None) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ recommends signing with both during the transition); submission signs with each.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,8 +20,21 @@ from mailserve.directory.directory import AlreadyExists, NotFound, normalise_dom
 from mailserve.interfaces import IMetadataStore
 from mailserve.mailauth.dkim import generate_dkim_key
 
+#: Algorithm names accepted from people (``rsa``) and what they stand for (RFC 6376 §3.3, RFC 8463).
 ALGORITHMS = {"rsa": "rsa-sha256", "rsa-sha256": "rsa-sha256", "ed25519": "ed25519-sha256",
               "ed25519-sha256": "ed25519-sha256"}
+#: A selector is one or more DNS labels (RFC 6376 §3.1), lower-cased here.
+SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+#: Enough for rotating both algorithms with room to spare; a limit so the store cannot be flooded.
+MAX_KEYS_PER_DOMAIN = 10
+
+
+class InvalidKeyRequest(ValueError):
+    """An algorithm or selector that cannot be used; ``field`` names the offending input."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -37,10 +51,14 @@ class DKIMKey:
         return f"{self.selector}._domainkey.{self.domain}"
 
     def public(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("private_key")
-        d["record_name"] = self.record_name
-        return d
+        """Everything but the private key, and the record to publish (RFC 6376 §3.6.2.1)."""
+        return {
+            "domain": self.domain,
+            "selector": self.selector,
+            "algorithm": self.algorithm,
+            "created": self.created,
+            "record": {"name": f"{self.record_name}.", "type": "TXT", "value": self.txt},
+        }
 
 
 def default_selector(algorithm: str, now: float) -> str:
@@ -48,7 +66,22 @@ def default_selector(algorithm: str, now: float) -> str:
     return time.strftime("ms%Y%m", time.gmtime(now)) + ("e" if algorithm.startswith("ed25519") else "r")
 
 
+def make_key(domain: str, algorithm: str = "rsa", selector: str | None = None, now: float | None = None) -> DKIMKey:
+    """Generate a key (blocking: RSA generation takes ~100 ms; run it in a thread on a server)."""
+    if algorithm not in ALGORITHMS:
+        raise InvalidKeyRequest(f"unknown algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}", "algorithm")
+    algorithm = ALGORITHMS[algorithm]
+    now = time.time() if now is None else now
+    selector = (selector or default_selector(algorithm, now)).lower()
+    if len(selector) > 63 or not SELECTOR.match(selector):
+        raise InvalidKeyRequest(f"not a valid DKIM selector: {selector!r} (DNS labels, RFC 6376 §3.1)", "selector")
+    private, txt = generate_dkim_key(algorithm)
+    return DKIMKey(normalise_domain(domain), selector, algorithm, private.decode("ascii"), txt, int(now))
+
+
 class DKIMKeyStore:
+    """The one place DKIM keys are read and written (the signer, the admin API and the CLI use it)."""
+
     def __init__(
         self,
         metadata: IMetadataStore,
@@ -60,71 +93,42 @@ class DKIMKeyStore:
         self._clock = clock
 
     def generate(self, domain: str, algorithm: str = "rsa", selector: str | None = None) -> Any:
-        """Create a key (blocking: RSA generation takes ~100 ms) and store it."""
-        domain = normalise_domain(domain)
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {algorithm!r}; use rsa or ed25519")
-        algorithm = ALGORITHMS[algorithm]
-        now = self._clock()
-        selector = selector or default_selector(algorithm, now)
-        private, txt = generate_dkim_key(algorithm)
-        key = DKIMKey(domain, selector, algorithm, private.decode("ascii"), txt, int(now))
+        """Create a key (blocking) and store it; returns (or fires with) the :class:`DKIMKey`."""
+        return self.add(make_key(domain, algorithm, selector, self._clock()))
 
-        def fn(txn) -> DKIMKey:
-            if txn.get(keys.domain(domain)) is None:
-                raise NotFound(f"no such domain: {domain}; add it first (mailserve domain add {domain})")
-            if txn.get(keys.dkim_key(domain, selector)) is not None:
-                raise AlreadyExists(f"{domain} already has a key with selector {selector}")
-            txn.put(keys.dkim_key(domain, selector), pack(asdict(key)))
-            return key
+    @staticmethod
+    def add_txn(txn: Any, key: DKIMKey) -> DKIMKey:
+        if txn.get(keys.domain(key.domain)) is None:
+            raise NotFound(f"no such domain: {key.domain}; add it first (mailserve domain add {key.domain})")
+        if txn.get(keys.dkim_key(key.domain, key.selector)) is not None:
+            raise AlreadyExists(f"{key.domain} already has a DKIM key with selector {key.selector!r}")
+        if len(list(txn.scan(keys.dkim_keys_prefix(key.domain)))) >= MAX_KEYS_PER_DOMAIN:
+            raise AlreadyExists(f"{key.domain} has {MAX_KEYS_PER_DOMAIN} DKIM keys; remove one first")
+        txn.put(keys.dkim_key(key.domain, key.selector), pack(asdict(key)))
+        return key
 
-        return self._execute(fn)
+    def add(self, key: DKIMKey) -> Any:
+        return self._execute(lambda txn: self.add_txn(txn, key))
 
     def list(self, domain: str | None = None) -> list[DKIMKey]:
         prefix = keys.dkim_keys_prefix(normalise_domain(domain) if domain else None)
         return self.metadata.read(lambda txn: [DKIMKey(**unpack(v)) for _, v in txn.scan(prefix)])
 
+    def get(self, domain: str, selector: str) -> DKIMKey | None:
+        data = self.metadata.read(lambda txn: txn.get(keys.dkim_key(normalise_domain(domain), selector.lower())))
+        return None if data is None else DKIMKey(**unpack(data))
+
     def remove(self, domain: str, selector: str) -> Any:
-        domain = normalise_domain(domain)
+        domain, selector = normalise_domain(domain), selector.lower()
 
         def fn(txn) -> None:
             if not txn.delete(keys.dkim_key(domain, selector)):
-                raise NotFound(f"{domain} has no DKIM key with selector {selector}")
+                raise NotFound(f"no DKIM key with selector {selector!r} for {domain}")
 
         return self._execute(fn)
 
-
-@dataclass(frozen=True)
-class DNSRecord:
-    name: str
-    type: str
-    value: str
-    comment: str = ""
-
-    def zone_line(self) -> str:
-        value = self.value
-        if self.type == "TXT":
-            # Zone files cap one string at 255 octets (RFC 1035 §3.3.14): split long values.
-            chunks = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
-            value = " ".join(f'"{c}"' for c in chunks)
-        line = f"{self.name}. 3600 IN {self.type} {value}"
-        return f"{line}  ; {self.comment}" if self.comment else line
-
-
-def dns_records(domain: str, hostname: str, dkim_keys: list[DKIMKey]) -> list[DNSRecord]:
-    """Every record a domain served here should publish."""
-    domain = normalise_domain(domain)
-    records = [
-        DNSRecord(domain, "MX", f"10 {hostname}.", "mail for the domain goes to this server"),
-        DNSRecord(domain, "TXT", f"v=spf1 mx a:{hostname} -all", "SPF (RFC 7208): only this server sends"),
-    ]
-    for key in dkim_keys:
-        records.append(DNSRecord(key.record_name, "TXT", key.txt, f"DKIM {key.algorithm} (RFC 6376)"))
-    records.append(
-        DNSRecord(f"_dmarc.{domain}", "TXT", f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}",
-                  "DMARC (RFC 7489); move to p=reject once reports look clean")
-    )
-    records.append(DNSRecord(f"_submissions._tcp.{domain}", "SRV", f"0 1 465 {hostname}.",
-                             "mail submission over TLS (RFC 6186, RFC 8314)"))
-    records.append(DNSRecord(f"_imaps._tcp.{domain}", "SRV", f"0 1 993 {hostname}.", "IMAP over TLS (RFC 6186)"))
-    return records
+    @staticmethod
+    def remove_all_txn(txn: Any, domain: str) -> None:
+        """Drop every key of a domain (in the transaction that removes the domain)."""
+        for key, _ in list(txn.scan(keys.dkim_keys_prefix(domain))):
+            txn.delete(key)

@@ -78,6 +78,7 @@ def make_config(tmp_path, listeners=(), **sections: dict[str, Any]) -> Config:
 
 
 class TestServer(MailServer):
+    __test__ = False  # a server, not a test class
     def address(self, listener_id: str) -> tuple[str, int]:
         return self.listening()[listener_id][0]
 
