@@ -74,6 +74,24 @@ class Ingested:
     parsed_bytes: bytes = b""
 
 
+@dataclass(frozen=True)
+class MailboxSnapshot:
+    """What opening a mailbox needs (RFC 9051 §6.3.2 SELECT), read in one transaction.
+
+    ``uids`` are ``(uid, message id)`` in UID order; ``keywords`` the keywords (not system
+    flags) set on any message, for the FLAGS response; ``first_unseen`` the 1-based position
+    of the first message without ``\\Seen`` (0: none).  ``modseq`` is the account's modseq
+    the snapshot is consistent with: a session replays the change log from there, so
+    nothing committed while the snapshot was built is missed.
+    """
+
+    mailbox: Mailbox
+    uids: list[tuple[int, int]]
+    keywords: frozenset[str]
+    first_unseen: int
+    modseq: int
+
+
 class _Mutation:
     """What one write transaction did, collected while it runs."""
 
@@ -147,6 +165,9 @@ class MailCore:
         #: Values derived from immutable blobs: parses, protocol renderings of them.
         self.blob_cache = BlobDerivedCache(cache_entries)
         self._record_cache = RecordCache(cache_entries * 4)
+        # Mailbox snapshots by (account, mailbox): (validity, snapshot); see mailbox_snapshot.
+        self._snapshots: dict[tuple[int, int], tuple[tuple[int, int, int], MailboxSnapshot]] = {}
+        self._snapshot_budget = cache_entries * 32  # messages held in snapshots at most
 
     # -- threads -------------------------------------------------------------------
     def _in_thread(self, fn: Callable, *args: Any) -> Deferred:
@@ -445,6 +466,68 @@ class MailCore:
             return [(keys.uid_from_key(k), unpack(v)[0]) for k, v in txn.scan(prefix)]
 
         return self.metadata.read(fn)
+
+    def mailbox_snapshot(self, account: int, mailbox: int) -> Deferred:
+        """A ``MailboxSnapshot`` of the mailbox (fires ``NoSuchMailbox`` if there is none).
+
+        Building one reads every message record, so it runs in a worker thread and is kept:
+        while the mailbox's ``highest_modseq`` (bumped by every change to its messages or
+        their flags, the CONDSTORE rule of RFC 7162 §3.1.1) and ``uidnext`` are unchanged,
+        the kept snapshot is still exact and re-opening the mailbox costs one record read,
+        as Dovecot's index makes it.  Snapshots are kept up to a total number of messages.
+        """
+        from twisted.internet.defer import fail, succeed
+
+        key = (account, mailbox)
+
+        def current(txn) -> tuple[Mailbox, int]:
+            data = txn.get(keys.mailbox(account, mailbox))
+            if data is None:
+                raise NoSuchMailbox(f"no such mailbox: {mailbox}")
+            return Mailbox.from_bytes(mailbox, data), txn.counter(keys.counter(account, keys.MODSEQ))
+
+        try:
+            record, modseq = self.metadata.read(current)
+        except NoSuchMailbox:
+            return fail()
+        kept = self._snapshots.get(key)
+        if kept is not None and kept[0] == (record.highest_modseq, record.uidnext, record.messages):
+            return succeed(replace(kept[1], mailbox=record, modseq=modseq))
+
+        def build() -> MailboxSnapshot:
+            def fn(txn) -> MailboxSnapshot:
+                box, at = current(txn)
+                unpack_u32 = keys.U32.unpack
+                uids = [(keys.uid_from_key(k), unpack_u32(v)[0]) for k, v in txn.scan(keys.uids_prefix(account, mailbox))]
+                prefix = keys.message(account, 0)[:-4]
+                decode, from_bytes, get = self._record_cache.decode, Message.from_bytes, txn.get
+                found: set[str] = set()
+                first_unseen = 0
+                for position, (_, msgid) in enumerate(uids, 1):
+                    data = get(prefix + keys.U32.pack(msgid))
+                    if data is None:
+                        continue
+                    message = decode(msgid, data, from_bytes)
+                    found.update(message.keywords)
+                    if not first_unseen and not message.seen:
+                        first_unseen = position
+                keywords = frozenset(k for k in found if not k.startswith("\\"))
+                return MailboxSnapshot(box, uids, keywords, first_unseen, at)
+
+            return self.metadata.read(fn)
+
+        def keep(snapshot: MailboxSnapshot) -> MailboxSnapshot:
+            box = snapshot.mailbox
+            if len(snapshot.uids) <= self._snapshot_budget:
+                self._snapshots.pop(key, None)
+                self._snapshots[key] = ((box.highest_modseq, box.uidnext, box.messages), snapshot)
+                total = sum(len(s.uids) for _, s in self._snapshots.values())
+                while total > self._snapshot_budget:
+                    oldest = next(iter(self._snapshots))
+                    total -= len(self._snapshots.pop(oldest)[1].uids)
+            return snapshot
+
+        return self._in_thread(build).addCallback(keep)
 
     def get_messages(self, account: int, message_ids: Iterable[int]) -> list[Message | None]:
         """The records of ``message_ids`` (None where there is none), in one read transaction.

@@ -129,6 +129,17 @@ class SelectedMailbox:
                 touched = True
         return touched
 
+    def catch_up(self, change_sets) -> None:
+        """Note change sets committed since the snapshot this view was built from.
+
+        The snapshot (``MailCore.mailbox_snapshot``) may be built in a worker thread while
+        other sessions commit; replaying the change log from its modseq means nothing is
+        missed.  A change set delivered again later by the live subscription is harmless:
+        noting an addition, removal or flag change twice reports it once.
+        """
+        for changes in change_sets:
+            self.changed(changes)
+
     @property
     def has_updates(self) -> bool:
         return bool(self._added or self._removed or self._flagged or self._gone)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.defer import gatherResults
@@ -129,3 +130,57 @@ def test_cache_can_be_turned_off(metadata, blobs):
     blob_id = core.get_message(ACCOUNT, result.message).blob_id
     assert core.get_parsed(blob_id).envelope.subject == "message 1"
     assert len(core.blob_cache) == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_mailbox_snapshot_is_exact_and_kept_only_while_the_mailbox_is_unchanged(metadata, blobs):
+    core = make_core(metadata, blobs)
+    inbox = core.find_mailbox(ACCOUNT, "INBOX").id
+    results = yield gatherResults([core.append(ACCOUNT, inbox, message(n), ["\\Seen"]) for n in range(4)])
+    yield core.store_flags(ACCOUNT, inbox, [results[2].uid], FLAGS_REMOVE, ["\\Seen"])
+    yield core.store_flags(ACCOUNT, inbox, [results[0].uid], FLAGS_ADD, ["$Important"])
+    snapshot = yield core.mailbox_snapshot(ACCOUNT, inbox)
+    assert snapshot.uids == [(r.uid, r.message) for r in sorted(results, key=lambda r: r.uid)]
+    assert snapshot.keywords == {"$Important"}
+    assert snapshot.first_unseen == sorted(r.uid for r in results).index(results[2].uid) + 1
+    assert snapshot.modseq == core.highest_modseq(ACCOUNT)
+    again = yield core.mailbox_snapshot(ACCOUNT, inbox)
+    assert again.uids is snapshot.uids  # kept: the mailbox did not change
+
+    # Every kind of change makes the next snapshot a fresh one.
+    yield core.store_flags(ACCOUNT, inbox, [results[2].uid], FLAGS_ADD, ["\\Seen"])
+    after_flags = yield core.mailbox_snapshot(ACCOUNT, inbox)
+    assert after_flags.first_unseen == 0
+    late = yield core.append(ACCOUNT, inbox, message(9))
+    after_append = yield core.mailbox_snapshot(ACCOUNT, inbox)
+    assert after_append.uids[-1] == (late.uid, late.message)
+    assert after_append.first_unseen == 5
+    yield core.store_flags(ACCOUNT, inbox, [results[1].uid], FLAGS_ADD, ["\\Deleted"])
+    yield core.expunge(ACCOUNT, inbox)
+    after_expunge = yield core.mailbox_snapshot(ACCOUNT, inbox)
+    assert results[1].uid not in [uid for uid, _ in after_expunge.uids]
+    # A change in another mailbox keeps this one's snapshot.
+    yield core.append(ACCOUNT, core.find_mailbox(ACCOUNT, "Sent").id, message(10))
+    assert (yield core.mailbox_snapshot(ACCOUNT, inbox)).uids is after_expunge.uids
+
+
+@pytest_twisted.inlineCallbacks
+def test_mailbox_snapshot_of_a_missing_mailbox_fails(metadata, blobs):
+    from mailserve.core.errors import NoSuchMailbox
+
+    core = make_core(metadata, blobs)
+    with pytest.raises(NoSuchMailbox):
+        yield core.mailbox_snapshot(ACCOUNT, 999)
+
+
+@pytest_twisted.inlineCallbacks
+def test_mailbox_snapshots_are_bounded(metadata, blobs):
+    core = MailCore(metadata, blobs, cache_entries=1)  # room for 32 messages of snapshots
+    metadata.write_sync(lambda txn: core.provision_account(txn, ACCOUNT))
+    boxes = [core.find_mailbox(ACCOUNT, name).id for name in ("INBOX", "Sent", "Drafts")]
+    for box in boxes:
+        yield gatherResults([core.append(ACCOUNT, box, message(n)) for n in range(12)])
+    for box in boxes:
+        yield core.mailbox_snapshot(ACCOUNT, box)
+    assert sum(len(s.uids) for _, s in core._snapshots.values()) <= 32
+    assert (ACCOUNT, boxes[0]) not in core._snapshots  # the oldest went first
