@@ -689,25 +689,17 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self._deselect()
             self.send(b"* OK [CLOSED] Previous mailbox closed")
         mailbox = self.find_mailbox(name)
-        uids = self.core.mailbox_uids(self.account.id, mailbox.id)
+        # Built off the reactor and kept by the core while the mailbox is unchanged.
+        snapshot = await self.core.mailbox_snapshot(self.account.id, mailbox.id)
+        mailbox, uids = snapshot.mailbox, snapshot.uids
         view = SelectedMailbox(self.account.id, mailbox, readonly, uids)
-        keywords: set[str] = set()
-        first_unseen = 0
-        for start in range(0, len(uids), CHUNK * 4):
-            batch = uids[start:start + CHUNK * 4]
-            for i, message in enumerate(self.core.get_messages(self.account.id, [m for _, m in batch])):
-                if message is None:
-                    continue
-                keywords.update(k for k in message.keywords if not k.startswith("\\"))
-                if not first_unseen and not message.seen:
-                    first_unseen = start + i + 1
-            if start + CHUNK * 4 < len(uids):
-                await task.deferLater(self.server.reactor, 0, lambda: None)
+        keywords, first_unseen = snapshot.keywords, snapshot.first_unseen
         claimed = self.factory.recent_claims.get((self.account.id, mailbox.id), 0)
         if not readonly and uids:
             view.recent = {u for u, _ in uids if u > claimed}
             self.factory.recent_claims[(self.account.id, mailbox.id)] = max(claimed, uids[-1][0])
         self.selected = view
+        view.catch_up(self.core.changes_since(self.account.id, snapshot.modseq))
         self.state = SELECTED
         flags = list(SYSTEM_FLAGS) + sorted(keywords)
         self.send(b"* %d EXISTS" % len(uids))
