@@ -89,6 +89,9 @@ class _Downstream(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         if not self.in_data:
             self.box.commands.append(line.decode("utf-8", "replace"))
+            if self.box.refuse_ehlo and line[:5].upper() == b"EHLO ":
+                self.transport.write(b"500 5.5.1 Command unrecognized\r\n")
+                return
             if self.box.refuse_tls and line.upper() == b"STARTTLS":
                 self.transport.write(b"454 4.7.0 TLS not available due to local problem\r\n")
                 return
@@ -126,11 +129,13 @@ class Middlebox:
     """Listen on ``listen`` (host, port: 0 for any) and forward to ``target``."""
 
     def __init__(self, target: tuple[str, int], hidden: tuple[str, ...] = (), break_tls: bool = False,
-                 refuse_tls: bool = False) -> None:
+                 refuse_tls: bool = False, refuse_ehlo: bool = False) -> None:
         self.target = target
         self.hidden = {k.upper().encode() for k in hidden}
         self.break_tls = break_tls
         self.refuse_tls = refuse_tls
+        #: Play an RFC 821 server: EHLO unknown, so HELO and no extensions at all.
+        self.refuse_ehlo = refuse_ehlo
         self.connections = 0
         self.commands: list[str] = []
         self.port = None

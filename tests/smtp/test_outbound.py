@@ -94,6 +94,26 @@ async def test_8bit_converted_to_7bit_for_a_peer_without_8bitmime(tmp_path, dns_
 
 
 @pytest_twisted.ensureDeferred
+async def test_helo_only_peer_gets_7bit_without_pipelining(tmp_path, dns_server):
+    """RFC 5321 §3.2: a server that does not know EHLO gets HELO, and no extension is used."""
+    far, box, here = await far_behind_middlebox(tmp_path, dns_server, refuse_ehlo=True)
+    try:
+        code, _ = await submit(here, ["dest@elsewhere.test", "ghost@elsewhere.test"], message=EIGHT_BIT,
+                               options=["BODY=8BITMIME"], rcpt_options=["NOTIFY=FAILURE"])
+        assert code == 250
+        [received] = await eventually(lambda: inbox(far, "dest@elsewhere.test"))
+        assert received.split(b"\r\n\tby ", 2)[1].startswith(b"mail.example.test (mailserve) with SMTP id")
+        assert received.split(b"\r\n\r\n", 1)[1].isascii() and leaves(received) == leaves(EIGHT_BIT)
+        commands = [c.split(":")[0].split(" ")[0] for c in box.commands]
+        assert commands[:6] == ["EHLO", "HELO", "MAIL", "RCPT", "RCPT", "DATA"]
+        assert all(" " not in c.partition(">")[2].strip() for c in box.commands if c.startswith(("MAIL", "RCPT")))
+        [report] = await eventually(lambda: dsns(here, "alice@example.test"))
+        assert b"Final-Recipient: rfc822; ghost@elsewhere.test" in report and b"Status: 5.1.1" in report
+    finally:
+        await stop(here, box, far)
+
+
+@pytest_twisted.ensureDeferred
 async def test_binary_part_to_a_peer_without_8bitmime_bounces_563(tmp_path, dns_server):
     far, box, here = await far_behind_middlebox(tmp_path, dns_server, hidden=("8BITMIME", "STARTTLS"))
     try:
@@ -148,6 +168,26 @@ async def test_failed_tls_handshake_is_retried_in_the_clear(tmp_path, dns_server
         assert any(e["log_level"] == LogLevel.warn for e in events if "without TLS" in e.get("log_format", ""))
     finally:
         globalLogPublisher.removeObserver(events.append)
+        await stop(here, box, far)
+
+
+@pytest_twisted.ensureDeferred
+async def test_required_tls_to_the_smarthost_never_falls_back(tmp_path, dns_server):
+    far = far_side(tmp_path)
+    await add_user(far, "relay@elsewhere.test", "relay-secret")
+    box = Middlebox(("127.0.0.1", far.port("smtp")), break_tls=True).start()
+    here = start(tmp_path, dns=dns_server, smtp={
+        "relay_host": "127.0.0.1", "relay_port": box.address[1], "relay_tls": "starttls",
+        "relay_username": "relay@elsewhere.test", "relay_password": "relay-secret"})
+    try:
+        await populate(here)
+        await submit(here, ["someone@third.test"])
+        [entry] = await eventually(lambda: [e for e in here.outbound_queue.entries() if e.attempts])
+        assert entry.recipients[0].status == "pending" and "TLS with 127.0.0.1 failed" in entry.last_error
+        # No second connection in the clear, and neither the password nor the mail crossed.
+        assert box.connections == 1 and box.commands[-1] == "STARTTLS"
+        assert far.outbound_queue.entries() == []
+    finally:
         await stop(here, box, far)
 
 
