@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from mailserve.core import keys
 from mailserve.core.model import pack, unpack
 from mailserve.smtp.client import SMTPClientError, SMTPReply, TLSHandshakeFailed, connect
-from mailserve.smtp.downgrade import ConversionImpossible, downgrade_to_7bit, has_8bit
+from mailserve.smtp.downgrade import ConversionImpossible, break_long_lines, convert_for_peer, has_8bit
 from mailserve.smtp.dsn import RecipientReport, build_report
 from mailserve.smtp.mx import MailHost, NoMailService, RouteTemporaryFailure, resolve_mail_hosts
 
@@ -619,6 +619,8 @@ class OutboundQueue(Service):
         * RFC 6152 §3: 8-bit content goes with BODY=8BITMIME to a peer offering it, and is
           converted to 7 bits for one that does not (``mailserve.smtp.downgrade``), or bounces
           with 5.6.3 when it cannot be.
+        * RFC 5321 §4.5.3.1.6: lines over 998 octets are re-encoded for every peer, or, when
+          that is impossible and the peer takes 8-bit data, broken as Postfix breaks them.
         """
         message = self.blobs.get(entry.blob_id)
         header_end = message.find(b"\r\n\r\n")
@@ -628,15 +630,15 @@ class OutboundQueue(Service):
         if needs_utf8 and "SMTPUTF8" not in extensions:
             return _Outcome("failed", "553 5.6.7 SMTPUTF8 is required, but was not offered by the remote server",
                             status_code="5.6.7")
-        if not has_8bit(message):
-            return message, needs_utf8, "7BIT"
-        if "8BITMIME" in extensions:
-            return message, needs_utf8, "8BITMIME"
+        allow_8bit = "8BITMIME" in extensions
         try:
-            return downgrade_to_7bit(message), needs_utf8, "7BIT"
+            message = convert_for_peer(message, allow_8bit)
         except ConversionImpossible as e:
-            return _Outcome("failed", f"554 5.6.3 8BITMIME is required, but was not offered by the remote server "
-                            f"and the message cannot be converted: {e}", status_code="5.6.3")
+            if not allow_8bit and has_8bit(message):
+                return _Outcome("failed", f"554 5.6.3 8BITMIME is required, but was not offered by the remote "
+                                f"server and the message cannot be converted: {e}", status_code="5.6.3")
+            message = break_long_lines(message)
+        return message, needs_utf8, "8BITMIME" if has_8bit(message) else "7BIT"
 
     # -- recording results ---------------------------------------------------------------------------
     async def _finish(self, work: _Work) -> None:

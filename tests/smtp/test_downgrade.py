@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import quopri
@@ -10,7 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailserve.smtp.downgrade import MAX_NESTING, ConversionImpossible, downgrade_to_7bit, has_8bit
+from mailserve.smtp.downgrade import (
+    MAX_LINE,
+    MAX_NESTING,
+    ConversionImpossible,
+    break_long_lines,
+    convert_for_peer,
+    downgrade_to_7bit,
+    has_8bit,
+    has_long_lines,
+    needs_conversion,
+)
 
 
 def decoded_leaves(message: bytes) -> list[tuple[str, bytes]]:
@@ -109,7 +120,7 @@ def test_raw_8bit_inside_encoded_parts_is_repaired():
     b64 = downgrade_to_7bit(b"MIME-Version: 1.0\r\nContent-Type: image/gif\r\n"
                             b"Content-Transfer-Encoding: base64\r\n\r\nR0lG\xffODlh\r\n")
     assert b64.endswith(b"\r\n\r\nR0lGODlh\r\n")
-    with pytest.raises(ConversionImpossible, match="over-long"):
+    with pytest.raises(ConversionImpossible, match="over 998 octets"):
         downgrade_to_7bit(b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
                           + b"\xe9" * 400 + b"\r\n")
 
@@ -127,6 +138,58 @@ def test_8bit_in_structured_fields_is_left_alone():
     # Postfix leaves such fields as they are; only unstructured text becomes encoded-words.
     out = downgrade_to_7bit("From: Jörg <j@b.test>\r\nComments: schön\r\n\r\nx\r\n".encode())
     assert "From: Jörg <j@b.test>\r\n".encode() in out and b"Comments: =?utf-8?" in out
+
+
+# -- lines over 998 octets (RFC 5321 §4.5.3.1.6), for peers with 8BITMIME too -------------------------------
+def longest_line(message: bytes) -> int:
+    return max(len(line) for line in message.split(b"\r\n"))
+
+
+def test_long_lines_are_detected_exactly():
+    assert not has_long_lines(b"x" * MAX_LINE + b"\r\n")
+    assert has_long_lines(b"x" * (MAX_LINE + 1) + b"\r\n")
+    short_8bit = "Subject: é\r\n\r\nà\r\n".encode()
+    assert needs_conversion(short_8bit, allow_8bit=False) and not needs_conversion(short_8bit, allow_8bit=True)
+    assert convert_for_peer(short_8bit, allow_8bit=True) is short_8bit
+
+
+def test_long_text_line_is_quoted_printable_and_8bit_elsewhere_stays():
+    long_text = ("word " * 400).encode()
+    message = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=m\r\n"
+               b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+               b"--m\r\nContent-Type: text/plain\r\n\r\n" + long_text + b"\r\n"
+               b"--m\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               + "short and 8-bit: é\r\n".encode() + b"--m--\r\n")
+    out = convert_for_peer(message, allow_8bit=True)
+    assert longest_line(out) <= MAX_LINE
+    assert "short and 8-bit: é\r\n".encode() in out  # an 8BITMIME peer gets that part as it was
+    assert b"Content-Transfer-Encoding: 8bit\r\n\r\n--m" in out  # still 8bit overall
+    assert decoded_leaves(out) == decoded_leaves(message)
+
+
+def test_long_lines_in_plain_messages_headers_and_base64():
+    plain = b"Subject: " + b"s" * 1200 + b"\r\nX-Token: " + b"t" * 1500 + b"\r\n\r\n" + b"b" * 3000 + b"\r\n"
+    out = convert_for_peer(plain, allow_8bit=True)
+    assert longest_line(out) <= MAX_LINE
+    assert b"Content-Type: text/plain; charset=us-ascii" in out
+    parsed = email.message_from_bytes(out, policy=email.policy.compat32)
+    assert parsed.get_payload(decode=True) == b"b" * 3000 + b"\r\n"
+    folded = convert_for_peer(b"Subject: " + b"word " * 300 + b"\r\n\r\nbody\r\n", allow_8bit=True)
+    assert longest_line(folded) <= MAX_LINE
+    assert email.message_from_bytes(folded)["subject"].replace("\r\n", "").strip() == ("word " * 300).strip()
+    unwrapped = (b"MIME-Version: 1.0\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                 + base64.b64encode(bytes(range(256)) * 8) + b"\r\n")
+    rewrapped = convert_for_peer(unwrapped, allow_8bit=True)
+    assert longest_line(rewrapped) == 76
+    assert decoded_leaves(rewrapped) == decoded_leaves(unwrapped)
+
+
+def test_break_long_lines_is_the_last_resort():
+    message = b"Subject: x\r\n\r\n" + b"a" * 2500 + b"\r\nshort\r\n"
+    broken = break_long_lines(message)
+    assert longest_line(broken) == MAX_LINE
+    assert broken.replace(b"\r\n ", b"") == message
+    assert break_long_lines(b"fine\r\n") == b"fine\r\n"
 
 
 # -- property: any tree of parts keeps its content ------------------------------------------------------

@@ -114,6 +114,25 @@ async def test_helo_only_peer_gets_7bit_without_pipelining(tmp_path, dns_server)
 
 
 @pytest_twisted.ensureDeferred
+async def test_lines_over_998_octets_are_reencoded_for_any_peer(tmp_path, dns_server):
+    """We accept lines up to smtp.max_line_length; RFC 5321 §4.5.3.1.6 lets peers refuse them."""
+    far, box, here = await far_behind_middlebox(tmp_path, dns_server, hidden=("STARTTLS",))
+    long_line = ("Grüße " * 500).encode()
+    message = (b"From: alice@example.test\r\nTo: dest@elsewhere.test\r\nSubject: long\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               + long_line + b"\r\n")
+    try:
+        assert (await submit(here, ["dest@elsewhere.test"], message=message, options=["BODY=8BITMIME"]))[0] == 250
+        [received] = await eventually(lambda: inbox(far, "dest@elsewhere.test"))
+        assert max(len(line) for line in received.split(b"\r\n")) <= 998
+        assert leaves(received) == leaves(message)
+        [mail] = [c for c in box.commands if c.startswith("MAIL")]
+        assert "BODY=" not in mail  # quoted-printable made it 7-bit
+    finally:
+        await stop(here, box, far)
+
+
+@pytest_twisted.ensureDeferred
 async def test_binary_part_to_a_peer_without_8bitmime_bounces_563(tmp_path, dns_server):
     far, box, here = await far_behind_middlebox(tmp_path, dns_server, hidden=("8BITMIME", "STARTTLS"))
     try:
