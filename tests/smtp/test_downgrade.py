@@ -193,7 +193,8 @@ def test_break_long_lines_is_the_last_resort():
 
 
 # -- property: any tree of parts keeps its content ------------------------------------------------------
-_texts = st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"\r\n"))
+_texts = st.one_of(st.binary(max_size=300), st.binary(min_size=990, max_size=2500)).map(
+    lambda b: b.replace(b"\r", b"").replace(b"\n", b"\r\n"))
 
 
 @st.composite
@@ -214,11 +215,12 @@ def mime_trees(draw, depth=0):
 
 
 @settings(max_examples=150, deadline=None)
-@given(mime_trees())
-def test_property_downgrade_is_7bit_and_keeps_every_leaf(tree):
+@given(mime_trees(), st.booleans())
+def test_property_conversion_fits_the_peer_and_keeps_every_leaf(tree, allow_8bit):
     message = b"MIME-Version: 1.0\r\n" + tree
-    out = downgrade_to_7bit(message)
-    assert out.isascii()
+    out = convert_for_peer(message, allow_8bit)
+    assert allow_8bit or out.isascii()
+    assert not has_long_lines(out)
     before = decoded_leaves(message)
     after = decoded_leaves(out)
     assert [t for t, _ in after] == [t for t, _ in before]
