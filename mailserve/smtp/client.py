@@ -26,6 +26,8 @@ __all__ = ["SMTPClientError", "SMTPConnection", "SMTPReply", "TLSHandshakeFailed
 #: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; be generous with broken servers.
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
+#: RFC 5321 §4.5.3.2.6: the client waits 10 minutes for the reply to the end of data.
+DATA_TERMINATION_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,16 @@ class _ReplyReader(LineOnlyReceiver):
         while self._waiting:
             self._waiting.popleft().errback(self._lost)
 
-    def read(self) -> defer.Deferred:
+    def read(self, timeout: float | None = None) -> defer.Deferred:
+        """The next reply; fails after ``timeout`` (default: the connection's) seconds of waiting."""
         if self._ready:
             return defer.succeed(self._ready.popleft())
         if self._lost is not None:
             return defer.fail(self._lost)
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
-        timer = self.reactor.callLater(self.timeout, self._timed_out, d)
+        timeout = self.timeout if timeout is None else timeout
+        timer = self.reactor.callLater(timeout, self._timed_out, d, timeout)
 
         def cancel_timer(result: Any) -> Any:
             if timer.active():
@@ -133,9 +137,9 @@ class _ReplyReader(LineOnlyReceiver):
 
         return d.addBoth(cancel_timer)
 
-    def _timed_out(self, d: defer.Deferred) -> None:
+    def _timed_out(self, d: defer.Deferred, timeout: float) -> None:
         if not d.called:
-            self._fail(SMTPClientError(f"no reply within {self.timeout:g} seconds"))
+            self._fail(SMTPClientError(f"no reply within {timeout:g} seconds"))
 
     def write_line(self, line: str) -> None:
         self.transport.write(line.encode("utf-8") + b"\r\n")
@@ -267,7 +271,10 @@ class SMTPConnection:
             await self._reset()
             return TransactionResult(mail_reply, rcpt_replies, reply)
         self.protocol.transport.write(_dot_stuff(message))
-        data_reply = await self.protocol.read()
+        # RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the final dot, which
+        # the server may send only after storing (or filtering) the message; giving up early
+        # would make us send it again.
+        data_reply = await self.protocol.read(max(self.protocol.timeout, DATA_TERMINATION_TIMEOUT))
         return TransactionResult(mail_reply, rcpt_replies, data_reply)
 
     async def _reset(self) -> None:
