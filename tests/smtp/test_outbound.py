@@ -10,7 +10,9 @@ from __future__ import annotations
 import email
 import email.policy
 
+import pytest
 import pytest_twisted
+from twisted.internet import protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from tests.e2e.harness import add_user
@@ -268,6 +270,45 @@ async def test_ipv6_address_when_the_ipv4_one_is_down(tmp_path, dns_server):
         await eventually(lambda: here.outbound_queue.entries() == [])
     finally:
         await stop(here, over_ipv6, far)
+
+
+class HostilePeer(protocol.Protocol):
+    """Greets, then answers EHLO with a reply that never ends (``flood``) or one endless line."""
+
+    def __init__(self, flood: bytes) -> None:
+        self.flood = flood
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"220 hostile.test ESMTP\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        if data.upper().startswith(b"EHLO"):
+            self.transport.write(self.flood)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("flood, error", [
+    (b"250-x\r\n" * 500, "reply too long"),
+    (b"250 " + b"x" * 100_000, "reply line too long"),
+])
+async def test_hostile_peer_replies_are_bounded(tmp_path, dns_server, flood, error):
+    from twisted.internet import reactor
+
+    factory = protocol.ServerFactory()
+    factory.protocol = lambda: HostilePeer(flood)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    dns_server.add("elsewhere.test", "MX", (10, "mx.elsewhere.test"))
+    dns_server.add("mx.elsewhere.test", "A", "127.0.0.1")
+    here = start(tmp_path, dns=dns_server, queue_port=port.getHost().port)
+    try:
+        await populate(here)
+        await submit(here, ["dest@elsewhere.test"])
+        [entry] = await eventually(lambda: [e for e in here.outbound_queue.entries() if e.attempts])
+        assert entry.recipients[0].status == "pending"
+        assert entry.last_error.startswith("451 4.4.1") and error in entry.last_error
+    finally:
+        await here.stopService()
+        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
