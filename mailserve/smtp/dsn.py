@@ -5,6 +5,12 @@ A report has three parts (RFC 3462 / RFC 6522 §3): a human-readable explanation
 RFC 3464 §2.2, §2.3) and the original message -- whole (``RET=FULL``) or its header only
 (``RET=HDRS``, RFC 3461 §4.3).  Reports are sent from the null reverse-path so that they can
 never cause reports of their own (RFC 5321 §4.5.5, RFC 3464 §2).
+
+Internationalized mail (RFC 6533): when the sender or a recipient address is not ASCII, the
+status part is ``message/global-delivery-status`` with ``utf-8`` address types for those
+addresses (§3, §6.2), and an original whose header is not ASCII is returned as
+``message/global`` or ``message/global-headers`` (§6.3, RFC 6532 §3.7).  Such a report can only
+travel with SMTPUTF8: :func:`report_needs_smtputf8` says so.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["RecipientReport", "build_report"]
+__all__ = ["RecipientReport", "build_report", "report_needs_smtputf8"]
 
 #: The original message is returned whole only up to this size; larger ones get headers only,
 #: as Postfix's bounce_size_limit does, so a report cannot be bigger than needed.
@@ -55,6 +61,17 @@ class RecipientReport:
     last_attempt: float | None = None
 
 
+def report_needs_smtputf8(sender: str, recipients: Sequence[RecipientReport]) -> bool:
+    """Whether the report about ``recipients`` to ``sender`` carries UTF-8 addresses (RFC 6533)."""
+    return not sender.isascii() or any(
+        not r.final_recipient.isascii() or not (r.original_recipient or "").isascii() for r in recipients)
+
+
+def _address_field(address: str) -> str:
+    """``rfc822; addr``, or ``utf-8; addr`` for a non-ASCII address (RFC 6533 §3)."""
+    return f"{'rfc822' if address.isascii() else 'utf-8'}; {address}"
+
+
 def _header_only(message: bytes) -> bytes:
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[:end + 2]
@@ -82,6 +99,8 @@ def build_report(
     if not recipients:
         raise ValueError("a report needs at least one recipient")
     now = time.time() if now is None else now
+    international = report_needs_smtputf8(sender, recipients)
+    original_international = not _header_only(original).isascii()
     action = recipients[0].action
     boundary = f"{uuid.uuid4().hex}/{reporting_mta}"
     lines = [
@@ -112,7 +131,7 @@ def build_report(
         "",
         f"--{boundary}",
         "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: message/{'global-' if international else ''}delivery-status",
         "",
         f"Reporting-MTA: dns; {reporting_mta}",
     ]
@@ -123,9 +142,12 @@ def build_report(
     for recipient in recipients:
         lines.append("")
         if recipient.original_recipient:
-            lines.append(f"Original-Recipient: {_clean(recipient.original_recipient)}")
+            original_recipient = _clean(recipient.original_recipient)
+            if not original_recipient.isascii():
+                original_recipient = _address_field(original_recipient.partition(";")[2].strip())
+            lines.append(f"Original-Recipient: {original_recipient}")
         lines += [
-            f"Final-Recipient: rfc822; {recipient.final_recipient}",
+            f"Final-Recipient: {_address_field(recipient.final_recipient)}",
             f"Action: {recipient.action}",
             f"Status: {recipient.status}",
         ]
@@ -140,11 +162,13 @@ def build_report(
     full = (ret or "FULL").upper() == "FULL" and len(original) <= MAX_RETURNED_MESSAGE
     head = "\r\n".join(lines).encode("utf-8") + b"\r\n"
     if full:
+        kind = "message/global" if original_international else "message/rfc822"
         third = (f"--{boundary}\r\nContent-Description: Undelivered Message\r\n"
-                 "Content-Type: message/rfc822\r\n\r\n").encode() + original
+                 f"Content-Type: {kind}\r\n\r\n").encode() + original
     else:
+        kind = "message/global-headers" if original_international else "text/rfc822-headers"
         third = (f"--{boundary}\r\nContent-Description: Undelivered Message Headers\r\n"
-                 "Content-Type: text/rfc822-headers\r\n\r\n").encode() + _header_only(original)
+                 f"Content-Type: {kind}\r\n\r\n").encode() + _header_only(original)
     if not third.endswith(b"\r\n"):
         third += b"\r\n"
     return head + third + f"\r\n--{boundary}--\r\n".encode()

@@ -315,7 +315,8 @@ class OutboundQueue(Service):
         if not sender or not reports:
             return defer.succeed(None)
         message = build_report(self.hostname, sender, reports, original, envid=envid, ret=ret, arrival=arrival)
-        return self.enqueue("", [(sender, ("NEVER",), None)], message)
+        smtputf8, body = _report_flags(sender, message)
+        return self.enqueue("", [(sender, ("NEVER",), None)], message, smtputf8=smtputf8, body=body)
 
     # -- reading (for the CLI and tests) --------------------------------------------------------
     def entries(self) -> list[QueueEntry]:
@@ -701,17 +702,18 @@ class OutboundQueue(Service):
                                                 ret=entry.ret, arrival=entry.arrival, now=now))
         report_blobs = []
         for report in reports:
-            report_blobs.append((await self._in_thread(self.blobs.put, report), len(report)))
+            report_blobs.append((await self._in_thread(self.blobs.put, report), len(report),
+                                 _report_flags(entry.mail_from, report)))
         finished = not updated.pending
 
         def transaction(txn: Any) -> bool:
             current = QueueStore.get_txn(txn, entry.id)
             if current is None:
                 return False  # deleted meanwhile (``mailserve queue delete``)
-            for blob_id, size in report_blobs:
+            for blob_id, size, (smtputf8, body) in report_blobs:
                 QueueStore.add_txn(txn, QueueEntry(
                     0, blob_id, size, "", [QueuedRecipient(entry.mail_from, ("NEVER",), changed=now)],
-                    created=now, next_attempt=now, arrival=now))
+                    created=now, next_attempt=now, arrival=now, smtputf8=smtputf8, body=body))
             if finished:
                 return QueueStore.remove_txn(txn, current)
             QueueStore.update_txn(txn, current, updated)
@@ -736,6 +738,14 @@ class OutboundQueue(Service):
         return RecipientReport(recipient.address, action, status, diagnostic,
                                remote_mta=outcome.remote_mta or None, original_recipient=recipient.orcpt,
                                last_attempt=now)
+
+
+def _report_flags(sender: str, report: bytes) -> tuple[bool, str]:
+    """SMTPUTF8 and BODY for a report: a UTF-8 sender address or header needs SMTPUTF8 (RFC 6533
+    §6), 8-bit content (an internationalized status part or original) needs 8BITMIME."""
+    header_end = report.find(b"\r\n\r\n")
+    header = report if header_end < 0 else report[:header_end]
+    return not sender.isascii() or not header.isascii(), "7BIT" if report.isascii() else "8BITMIME"
 
 
 def _reply_outcome(reply: SMTPReply, host: str, relayed: bool) -> _Outcome:

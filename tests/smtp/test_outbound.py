@@ -157,6 +157,7 @@ async def test_smtputf8_to_a_peer_without_it_bounces_567(tmp_path, dns_server):
         assert (await submit(here, ["dest@elsewhere.test"], message=utf8_header, options=["SMTPUTF8"]))[0] == 250
         [report] = await eventually(lambda: dsns(here, "alice@example.test"))
         assert b"Action: failed" in report and b"Status: 5.6.7" in report  # RFC 6531 §3.2
+        assert b"Content-Type: message/global\r\n" in report  # its header is UTF-8 (RFC 6533 §6.3)
         # SMTPUTF8 asked for, but nothing needs it: it goes without the parameter (RFC 6531 §3.2).
         assert (await submit(here, ["dest@elsewhere.test"], message=ascii_only, options=["SMTPUTF8"]))[0] == 250
         [received] = await eventually(lambda: inbox(far, "dest@elsewhere.test"))

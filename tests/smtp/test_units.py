@@ -8,7 +8,7 @@ import email.policy
 import pytest
 import pytest_twisted
 
-from mailserve.smtp.dsn import RecipientReport, build_report
+from mailserve.smtp.dsn import RecipientReport, build_report, report_needs_smtputf8
 from mailserve.smtp.mx import NoMailService, RouteTemporaryFailure, resolve_mail_hosts
 from mailserve.smtp.pipeline import (
     DeliveryContext,
@@ -133,6 +133,25 @@ def test_headers_only_report_and_delay_fields():
     assert b"Body text." not in report and b"Subject: original" in report
     assert b"Action: delayed" in report and b"Will-Retry-Until: " in report
     assert b"Subject: Delayed Mail" in report
+
+
+def test_internationalized_report_rfc6533():
+    original = "From: ä@example.test\r\nTo: ü@remote.test\r\nSubject: Grüße\r\n\r\nText.\r\n".encode()
+    recipients = [RecipientReport("ü@remote.test", "failed", "5.1.1", "smtp; 550 5.1.1 unknown",
+                                  original_recipient="utf-8;Ü@remote.test"),
+                  RecipientReport("plain@remote.test", "failed", "5.1.1")]
+    assert report_needs_smtputf8("ä@example.test", recipients[1:])
+    assert report_needs_smtputf8("a@example.test", recipients)
+    assert not report_needs_smtputf8("a@example.test", recipients[1:])
+    report = build_report("mail.example.test", "ä@example.test", recipients, original)
+    assert b"Content-Type: message/global-delivery-status\r\n" in report
+    assert "Final-Recipient: utf-8; ü@remote.test\r\n".encode() in report
+    assert "Original-Recipient: utf-8; Ü@remote.test\r\n".encode() in report
+    assert b"Final-Recipient: rfc822; plain@remote.test\r\n" in report  # ASCII stays rfc822
+    assert b"Content-Type: message/global\r\n\r\n" + original in report  # RFC 6532 §3.7
+    headers_only = build_report("mail.example.test", "a@example.test", recipients[1:], original, ret="HDRS")
+    assert b"Content-Type: message/delivery-status\r\n" in headers_only
+    assert b"Content-Type: message/global-headers\r\n" in headers_only and b"Text." not in headers_only
 
 
 def test_report_needs_recipients():
