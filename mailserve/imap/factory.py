@@ -87,5 +87,5 @@ class IMAPFactory(Factory):
 
 
 def build(server: Any, listener: ListenerConfig) -> IMAPFactory:
-    """The factory for one IMAP listener (``mailserve.service.PROTOCOLS``)."""
+    """The factory for one IMAP listener (``mailserve.listeners.PROTOCOLS``)."""
     return IMAPFactory(server, listener)

@@ -1,4 +1,4 @@
-"""The POP3 listener builder named in ``mailserve.service.PROTOCOLS``."""
+"""The POP3 listener builder named in ``mailserve.listeners.PROTOCOLS``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ManageSieve (RFC 5804): upload, check and manage each account's Sieve scripts.
 
-``build(server, listener)`` is the listener builder named in ``mailserve.service.PROTOCOLS``.
+``build(server, listener)`` is the listener builder named in ``mailserve.listeners.PROTOCOLS``.
 Scripts are stored through ``mailserve.sieve.scripts.SieveScripts``; every upload is compiled by
 ``mailserve.sieve.compile_script`` first, so a script with an error is refused with the line and
 column of the error (RFC 5804 §2.6 asks for a human-readable reason) and the interpreter never

@@ -1,6 +1,6 @@
 """Protocol factories for the ``smtp`` (MX) and ``submission`` listeners.
 
-``build_mx`` and ``build_submission`` are the builders ``mailserve.service.PROTOCOLS`` names:
+``build_mx`` and ``build_submission`` are the builders ``mailserve.listeners.PROTOCOLS`` names:
 each takes the assembled server and one listener's configuration and returns the factory
 that listener serves.  The factory holds what every session of the listener shares: the
 settings, connection counts, rate limits, the delivery pipeline, local delivery and the

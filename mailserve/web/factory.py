@@ -1,4 +1,4 @@
-"""``build(server, listener)``: the HTTP listener's twisted.web site (``service.PROTOCOLS["http"]``).
+"""``build(server, listener)``: the HTTP listener's twisted.web site (``listeners.PROTOCOLS["http"]``).
 
 Everything built here belongs to this one listener -- its sessions, its recent-events buffer, its
 routing table -- so several servers (and several HTTP listeners) live side by side in one process.

@@ -7,7 +7,7 @@ several servers may run in one process (tests do; an embedding application may).
 How other parts count
 ---------------------
 Connections (accepted, refused, active) are counted for every protocol by the listener
-(``mailserve.service.ListenerService``), and failed authentications by the directory, labelled
+(``mailserve.listeners.ListenerService``), and failed authentications by the directory, labelled
 with the listener's protocol (``mailserve.directory.credentials.AuthenticationSource``); the
 message counters are incremented by the parts that handle messages.
 
