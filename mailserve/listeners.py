@@ -240,8 +240,7 @@ class ListenerService(Service):
         def build() -> ConnectionGate:
             return ConnectionGate(lambda: server.config.server)
 
-        part = getattr(server, "_part", None)
-        return part("connection_gate", build) if part is not None else build()
+        return server.shared("connection_gate", build)
 
     def _refusal(self, reason: str) -> bytes:
         protocol = self.listener.protocol

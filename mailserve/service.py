@@ -90,6 +90,14 @@ class MailServer(MultiService):
             self._parts[name] = build()
         return self._parts[name]
 
+    def shared(self, name: str, build):
+        """One object per server for state that several listeners share, built on first use.
+
+        (The IMAP listeners' session counts, the connection gate.)  Kept with the server's other
+        parts so that two servers in one process never share it.
+        """
+        return self._part(name, build)
+
     @property
     def metadata(self):
         from mailserve.storage import open_metadata_store

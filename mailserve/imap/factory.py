@@ -34,11 +34,7 @@ class IMAPSessions:
     @classmethod
     def of(cls, server: Any) -> IMAPSessions:
         """The server's one instance, made by its first IMAP listener."""
-        shared = getattr(server, "imap_sessions", None)
-        if shared is None:
-            shared = cls()
-            server.imap_sessions = shared
-        return shared
+        return server.shared("imap_sessions", cls)
 
 
 class IMAPFactory(Factory):
