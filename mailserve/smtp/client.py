@@ -162,6 +162,7 @@ class SMTPConnection:
         self.host = host
         self.extensions: dict[str, str] = {}
         self.tls = False
+        self.data_timeout = DATA_TERMINATION_TIMEOUT
 
     async def command(self, line: str) -> SMTPReply:
         self.protocol.write_line(line)
@@ -274,7 +275,7 @@ class SMTPConnection:
         # RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the final dot, which
         # the server may send only after storing (or filtering) the message; giving up early
         # would make us send it again.
-        data_reply = await self.protocol.read(max(self.protocol.timeout, DATA_TERMINATION_TIMEOUT))
+        data_reply = await self.protocol.read(self.data_timeout)
         return TransactionResult(mail_reply, rcpt_replies, data_reply)
 
     async def _reset(self) -> None:
@@ -318,11 +319,13 @@ async def connect(
     username: str | None = None,
     password: str | None = None,
     timeout: float = 60.0,
+    data_timeout: float = DATA_TERMINATION_TIMEOUT,
 ) -> SMTPConnection:
     """Connect, read the greeting, EHLO, and do TLS/AUTH as asked.
 
     ``tls`` is ``opportunistic`` (STARTTLS when offered, RFC 3207 §4 and RFC 7435), ``starttls``
-    (required: fail without it), ``implicit`` (RFC 8314) or ``none``.
+    (required: fail without it), ``implicit`` (RFC 8314) or ``none``.  ``timeout`` bounds the
+    wait for each reply, ``data_timeout`` the wait for the reply to the end of data.
     """
     protocol = _ReplyReader(reactor, timeout)
     if tls == "implicit":
@@ -337,6 +340,7 @@ async def connect(
         raise SMTPClientError(f"cannot connect to {address}:{port}: {e}") from None
     connection = SMTPConnection(protocol, host_name or address)
     connection.tls = tls == "implicit"
+    connection.data_timeout = data_timeout
     try:
         greeting = await protocol.read()
         if greeting.code != 220:

@@ -44,7 +44,7 @@ from twisted.logger import Logger
 
 from mailserve.core import keys
 from mailserve.core.model import pack, unpack
-from mailserve.smtp.client import SMTPClientError, SMTPReply, TLSHandshakeFailed, connect
+from mailserve.smtp.client import DATA_TERMINATION_TIMEOUT, SMTPClientError, SMTPReply, TLSHandshakeFailed, connect
 from mailserve.smtp.downgrade import ConversionImpossible, break_long_lines, convert_for_peer, has_8bit
 from mailserve.smtp.dsn import RecipientReport, build_report
 from mailserve.smtp.mx import MailHost, NoMailService, RouteTemporaryFailure, resolve_mail_hosts
@@ -234,6 +234,8 @@ class OutboundQueue(Service):
         #: The port MX hosts are delivered to: 25 (RFC 5321 §4.5.4); tests point it elsewhere.
         self.port = port
         self.timeout = timeout
+        #: How long the peer may take to answer the final dot (RFC 5321 §4.5.3.2.6: 10 minutes).
+        self.data_timeout = DATA_TERMINATION_TIMEOUT
         self.tls_options = tls_options
         self.clock = clock
         self._timer: Any = None
@@ -571,7 +573,7 @@ class OutboundQueue(Service):
         try:
             return await connect(self.reactor, address, port, self.hostname, host_name=host.name, tls=tls,
                                  tls_options=self.tls_options, username=username, password=password,
-                                 timeout=self.timeout)
+                                 timeout=self.timeout, data_timeout=self.data_timeout)
         except TLSHandshakeFailed as e:
             if tls != "opportunistic":
                 raise
@@ -579,7 +581,7 @@ class OutboundQueue(Service):
                           address=address, port=port, error=e)
         return await connect(self.reactor, address, port, self.hostname, host_name=host.name, tls="none",
                              tls_options=self.tls_options, username=username, password=password,
-                             timeout=self.timeout)
+                             timeout=self.timeout, data_timeout=self.data_timeout)
 
     async def _transactions(self, connection, host_name, items, works) -> dict[tuple[int, int], _Outcome]:
         results: dict[tuple[int, int], _Outcome] = {}

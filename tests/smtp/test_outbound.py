@@ -312,6 +312,52 @@ async def test_hostile_peer_replies_are_bounded(tmp_path, dns_server, flood, err
         await port.stopListening()
 
 
+class SilentAfterData(protocol.Protocol):
+    """A well-behaved peer until the final dot, which it never answers (busy filtering, say)."""
+
+    def connectionMade(self) -> None:
+        self.in_data = False
+        self.transport.write(b"220 slow.test ESMTP\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        for line in data.split(b"\r\n")[:-1]:
+            if self.in_data:
+                continue  # the message, and then silence
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.transport.write(b"250-slow.test\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                self.transport.write(b"354 go ahead\r\n")
+            else:
+                self.transport.write(b"250 2.0.0 ok\r\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_final_dot_gets_its_own_longer_timeout(tmp_path, dns_server):
+    """RFC 5321 §4.5.3.2.6: the reply to the end of data is awaited longer than other replies."""
+    from twisted.internet import reactor
+
+    factory = protocol.ServerFactory()
+    factory.protocol = SilentAfterData
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    dns_server.add("elsewhere.test", "MX", (10, "mx.elsewhere.test"))
+    dns_server.add("mx.elsewhere.test", "A", "127.0.0.1")
+    here = start(tmp_path, dns=dns_server, queue_port=port.getHost().port)
+    queue = here.outbound_queue
+    assert queue.data_timeout == 600  # the RFC's 10 minutes by default
+    queue.data_timeout = 1.5  # the command timeout of this test server is 10 s
+    try:
+        await populate(here)
+        await submit(here, ["dest@elsewhere.test"])
+        [entry] = await eventually(lambda: [e for e in queue.entries() if e.attempts])
+        assert entry.recipients[0].status == "pending"
+        assert entry.last_error == "451 4.4.2 no reply within 1.5 seconds"
+    finally:
+        await here.stopService()
+        await port.stopListening()
+
+
 @pytest_twisted.ensureDeferred
 async def test_retries_back_off_exponentially_up_to_the_maximum(tmp_path, dns_server):
     dns_server.add("elsewhere.test", "MX", (10, "mx.elsewhere.test"))
