@@ -655,8 +655,10 @@ class SearchContext:
     run_blocking: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
     #: ``parsed_many(blob_ids)``: many parses in one read (``MailCore.get_parsed_many``).
     parsed_many: Callable[[Sequence[str]], Sequence[ParsedMessage | None]] | None = None
-    #: ``derived(kind, blob_id, compute)``: a per-blob memo (``MailCore.derived``).
+    #: ``derived(kind, blob_id, compute)``: a per-blob memo (``MailCore.derived``), and
+    #: ``derived_peek(kind, blob_id)``: its value if already computed, else None.
     derived: Callable[[Any, str, Callable[[ParsedMessage], Any]], Any] | None = None
+    derived_peek: Callable[[Any, str], Any] | None = None
     _parsed_cache: dict[int, ParsedMessage] = field(default_factory=dict, repr=False)
 
     def parsed_at(self, index: int) -> ParsedMessage:
@@ -678,16 +680,25 @@ class SearchContext:
             if parsed is not None:
                 self._parsed_cache[i] = parsed
 
-    def header_fields_at(self, index: int) -> list[tuple[str, str]]:
-        """The decoded header fields of ``messages[index]`` (``header_fields``), computed
-        once per message content when the core offers its blob memo."""
+    def folded_fields_at(self, index: int) -> dict[str, tuple[str, ...]]:
+        """The header fields of ``messages[index]``: lowercase name -> the decoded values
+        (``header_fields``) in comparison form (``fold``).  Computed once per message
+        content when the core offers its blob memo, so a SEARCH SUBJECT over a mailbox
+        that was searched before is a dict lookup and a substring test per message."""
         if self.derived is None:
-            return header_fields(self.parsed_at(index).header)
+            return _folded_fields(self.parsed_at(index))
         blob_id = self.messages[index].message.blob_id
-        if index in self._parsed_cache:
-            parsed = self._parsed_cache[index]
-            return self.derived("imap-search-header-fields", blob_id, lambda _: header_fields(parsed.header))
-        return self.derived("imap-search-header-fields", blob_id, lambda p: header_fields(p.header))
+        parsed = self._parsed_cache.get(index)
+        if parsed is not None:
+            return self.derived(_FOLDED_FIELDS, blob_id, lambda _: _folded_fields(parsed))
+        return self.derived(_FOLDED_FIELDS, blob_id, _folded_fields)
+
+    def uncached_fields(self, indices: Iterable[int]) -> list[int]:
+        """Of ``indices``, those whose folded fields are not in the core's memo yet."""
+        if self.derived_peek is None:
+            return list(indices)
+        peek, messages = self.derived_peek, self.messages
+        return [i for i in indices if peek(_FOLDED_FIELDS, messages[i].message.blob_id) is None]
 
     async def blocking(self, fn: Callable[[], Any]) -> Any:
         if self.run_blocking is not None and len(self.messages) > INLINE_LIMIT:
@@ -707,6 +718,16 @@ def fold(text: str) -> str:
 
 
 _FOLDED_LINE = re.compile(r"\r?\n(?=[ \t])")
+
+
+_FOLDED_FIELDS = "imap-search-folded-fields"
+
+
+def _folded_fields(parsed: ParsedMessage) -> dict[str, tuple[str, ...]]:
+    fields: dict[str, list[str]] = {}
+    for name, value in header_fields(parsed.header):
+        fields.setdefault(name, []).append(fold(value))
+    return {name: tuple(values) for name, values in fields.items()}
 
 
 def header_fields(block: bytes) -> list[tuple[str, str]]:
@@ -794,7 +815,7 @@ class _SetEvaluator:
         self.context = context
         self.messages = context.messages
         self.text_sets = text_sets
-        self.headers: dict[int, list[tuple[str, str]]] = {}
+        self.headers: dict[int, dict[str, tuple[str, ...]]] = {}
 
     def run(self, key: SearchKey, within: set[int] | None = None) -> set[int]:
         if within is None:
@@ -885,16 +906,16 @@ class _SetEvaluator:
 
     def header(self, key: HeaderKey, within: set[int]) -> set[int]:
         needle = fold(key.text)
+        name = key.name
         out = set()
-        self.context.preload([i for i in within if i not in self.headers])
+        self.context.preload(self.context.uncached_fields(i for i in within if i not in self.headers))
         for i in within:
             fields = self.headers.get(i)
             if fields is None:
-                fields = self.headers[i] = self.context.header_fields_at(i)
-            for name, value in fields:
-                if name == key.name and (not needle or needle in fold(value)):
-                    out.add(i)
-                    break
+                fields = self.headers[i] = self.context.folded_fields_at(i)
+            values = fields.get(name)
+            if values is not None and (not needle or any(needle in value for value in values)):
+                out.add(i)
         return out
 
 

@@ -42,7 +42,8 @@ async def _context(session: IMAPServerProtocol) -> Any:
     text = search.for_account(view.account) if search is not None else None
     return engine.SearchContext(messages, parsed=core.get_parsed, text=text,
                                 saved=frozenset(session.saved_result), run_blocking=_in_thread,
-                                parsed_many=core.get_parsed_many, derived=core.derived)
+                                parsed_many=core.get_parsed_many, derived=core.derived,
+                                derived_peek=core.blob_cache.get)
 
 
 def _in_thread(fn):
