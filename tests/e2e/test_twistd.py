@@ -75,8 +75,8 @@ def test_twistd_runs_stops_on_sigterm_and_keeps_data(tmp_path):
         code, rest = stop(proc)
     output = "".join(lines) + rest
     assert code == 0, output
-    assert "administrator login: admin / " in output
-    assert "mailserve stopped" in output
+    assert "administrator login: admin / " in output, output
+    assert "mailserve stopped" in output, output
     # Restart on the same data: the administrator exists, no new password is made.
     proc, lines = start(config, tmp_path)
     code, rest = stop(proc)
