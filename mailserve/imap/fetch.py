@@ -153,8 +153,9 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
             view.forget_flag_changes(unseen)
             newly_seen = set(unseen)
     wants_flags = any(i.name == "FLAGS" for i in request.items)
-    simple = all(i.spec is None and i.name in _RECORD_ITEMS for i in request.items)
+    simple = all(i.spec is None and i.name in _CACHED_ITEMS for i in request.items)
     needs_parsed = request.needs_parsed
+    flags_of = _FlagsMemo(session, view.recent)
     for start in range(0, len(pairs), CHUNK):
         batch = pairs[start:start + CHUNK]
         messages = core.get_messages(account, [view.message_ids[u] for _, u in batch])
@@ -168,15 +169,15 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
                 continue  # expunged by another session; reported when allowed (§7.5.1)
             if request.changed_since is not None and message.modseq <= request.changed_since:
                 continue
+            parsed = parses[index] if needs_parsed else None
+            if needs_parsed and parsed is None:
+                continue  # the message went with its last reference meanwhile
             if simple:
-                parts = _simple_items(session, request, uid, message)
+                parts = _cached_items(session, request, uid, message, parsed, flags_of)
             else:
-                parsed = parses[index] if needs_parsed else None
-                if needs_parsed and parsed is None:
-                    continue  # the message went with its last reference meanwhile
                 parts = await _message_items(session, request, seq, uid, message, parsed)
             if uid in newly_seen and not wants_flags:
-                parts.append(b"FLAGS " + session._flags(message, uid))
+                parts.append(b"FLAGS " + flags_of(message, uid))
             session.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
         if start + CHUNK < len(pairs):
             session.flush()
@@ -185,24 +186,55 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
 
 #: Items answered from the message record alone (the common flag-sync FETCH).
 _RECORD_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
+#: Items answered without reading the blob: the record, and renderings of the parse.
+_CACHED_ITEMS = _RECORD_ITEMS | {"ENVELOPE", "BODYSTRUCTURE", "BODY"}
 
 
-def _simple_items(session: IMAPServerProtocol, request: FetchRequest, uid: int, message: Any) -> list[bytes]:
-    """The synchronous path for record-only items: no coroutine per message."""
+class _FlagsMemo:
+    """``FLAGS (...)`` of a message, formatted once per distinct flag set in a command.
+
+    What ``session._flags`` returns depends only on the keywords and on whether the
+    message is \\Recent for this session (RFC 9051 drops \\Recent; IMAP4rev1 sessions see
+    it), and a mailbox has few distinct flag sets, so a FETCH of many messages formats
+    a handful of them.
+    """
+
+    def __init__(self, session: IMAPServerProtocol, recent: set[int]) -> None:
+        self._session = session
+        self._recent = recent
+        self._formatted: dict[tuple[frozenset[str], bool], bytes] = {}
+
+    def __call__(self, message: Any, uid: int) -> bytes:
+        key = (message.keywords, uid in self._recent)
+        value = self._formatted.get(key)
+        if value is None:
+            value = self._formatted[key] = self._session._flags(message, uid)
+        return value
+
+
+def _cached_items(session: IMAPServerProtocol, request: FetchRequest, uid: int, message: Any,
+                  parsed: Any, flags_of: _FlagsMemo) -> list[bytes]:
+    """The synchronous path for items that need no blob read: no coroutine per message."""
     out = []
     for item in request.items:
         name = item.name
         if name == "UID":
             out.append(b"UID %d" % uid)
         elif name == "FLAGS":
-            out.append(b"FLAGS " + session._flags(message, uid))
+            out.append(b"FLAGS " + flags_of(message, uid))
         elif name == "INTERNALDATE":
             out.append(b"INTERNALDATE " + format_internal_date(message.internal_date))
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % message.size)
-        else:
+        elif name == "MODSEQ":
             out.append(b"MODSEQ (%d)" % message.modseq)
+        else:
+            label = _RENDERED_LABELS[name]
+            out.append(label + _rendered(session.core, message.blob_id, parsed, name.lower(), session.utf8))
     return out
+
+
+_RENDERED_LABELS = {"ENVELOPE": b"ENVELOPE ", "BODYSTRUCTURE": b"BODYSTRUCTURE ", "BODY": b"BODY "}
 
 
 _RENDERERS = {
