@@ -476,17 +476,21 @@ class AdminService:
         return _then(self.credentials.revoke_api_token(token_id), lambda t: {"removed": t.id})
 
     # -- outbound queue and spam training (parts built by other packages) --------------------------
-    def outbound_queue(self) -> Any:
-        """The server's ``OutboundQueue``, or :class:`Unavailable` where this build has none."""
-        queue = None
+    def _server_part(self, name: str, what: str) -> Any:
+        """A part of the running server, or :class:`Unavailable` (CLI mode, or a part that cannot be built)."""
+        part = None
         if self.server is not None:
             try:
-                queue = getattr(self.server, "outbound_queue", None)
+                part = getattr(self.server, name, None)
             except Exception:  # noqa: BLE001 - a part that cannot be built is not available
-                queue = None
-        if queue is None:
-            raise Unavailable("the outbound queue is not available in this server")
-        return queue
+                part = None
+        if part is None:
+            raise Unavailable(f"the {what} is not available in this server")
+        return part
+
+    def outbound_queue(self) -> Any:
+        """The server's ``OutboundQueue``, or :class:`Unavailable` where this build has none."""
+        return self._server_part("outbound_queue", "outbound queue")
 
     # -- Sieve scripts (the same store and rules as ManageSieve, RFC 5804) ----------------------
     def _sieve_limits(self) -> tuple[int, int]:
@@ -570,15 +574,7 @@ class AdminService:
     # -- spam training ------------------------------------------------------------------------------
     def spam_filter(self) -> Any:
         """The server's ``SpamFilter`` (``server.spam_filter``), or :class:`Unavailable`."""
-        spam_filter = None
-        if self.server is not None:
-            try:
-                spam_filter = getattr(self.server, "spam_filter", None)
-            except Exception:  # noqa: BLE001 - a part that cannot be built is not available
-                spam_filter = None
-        if spam_filter is None:
-            raise Unavailable("the spam filter is not available in this server")
-        return spam_filter
+        return self._server_part("spam_filter", "spam filter")
 
     @_errors
     def train_spam(self, account_id: int | None, message: bytes, is_spam: bool) -> Any:
