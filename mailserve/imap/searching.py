@@ -27,6 +27,74 @@ async def _context(session: IMAPServerProtocol) -> Any:
     view = session.selected
     assert view is not None
     core = session.core
+    messages = await _search_messages(session)
+    search = session.factory.mail_search()
+    text = search.for_account(view.account) if search is not None else None
+    return engine.SearchContext(messages, parsed=core.get_parsed, text=text,
+                                saved=frozenset(session.saved_result), run_blocking=_in_thread,
+                                parsed_many=core.get_parsed_many, derived=core.derived,
+                                derived_peek=core.blob_cache.get)
+
+
+class _KeptMessages:
+    """The search list of a view, kept between commands (``SelectedMailbox.search_cache``).
+
+    Valid for the view's numbering (``version``, and the \\Recent count, which grows in
+    place) as of the account's ``modseq``; brought up to date from the change log.
+    """
+
+    __slots__ = ("messages", "modseq", "positions", "recent_count", "version")
+
+    def __init__(self, messages: list, modseq: int, version: int, recent_count: int) -> None:
+        self.messages = messages
+        self.modseq = modseq
+        self.version = version
+        self.recent_count = recent_count
+        self.positions = {m.message.id: i for i, m in enumerate(messages)}
+
+
+def _refreshed(session: IMAPServerProtocol, kept: _KeptMessages, modseq: int) -> list | None:
+    """``kept`` brought to ``modseq``: the records of messages the change log names since
+    ``kept.modseq`` re-read.  None when that is not enough (a message left the mailbox or
+    too much changed): then the list is rebuilt."""
+    view = session.selected
+    assert view is not None
+    changed: set[int] = set()
+    for changes in session.core.changes_since(view.account, kept.modseq):
+        changed.update(entry.message for entry in changes.entries if entry.message)
+        if len(changed) > max(64, len(kept.messages) // 4):
+            return None
+    ours = [msgid for msgid in changed if msgid in kept.positions]
+    messages = list(kept.messages)
+    for msgid, record in zip(ours, session.core.get_messages(view.account, ours), strict=True):
+        if record is None or view.mailbox_id not in record.mailboxes:
+            return None
+        position = kept.positions[msgid]
+        messages[position] = messages[position]._replace(message=record)
+    return messages
+
+
+async def _search_messages(session: IMAPServerProtocol) -> list:
+    """The selected mailbox in sequence order as ``SearchMessage``s, with current records.
+
+    A session searching again and again (clients poll UNSEEN) gets the list it had, with
+    only the records the change log says changed re-read: every record change is logged
+    with its message id (the same log CONDSTORE and IDLE rely on).
+    """
+    from mailserve.imap import search as engine
+
+    view = session.selected
+    assert view is not None
+    core = session.core
+    modseq = core.highest_modseq(view.account)
+    kept = view.search_cache
+    if (isinstance(kept, _KeptMessages) and kept.version == view.version
+            and kept.recent_count == len(view.recent) and kept.modseq <= modseq):
+        messages = kept.messages if kept.modseq == modseq else _refreshed(session, kept, modseq)
+        if messages is not None:
+            kept.messages, kept.modseq = messages, modseq
+            return messages
+    version, recent = view.version, view.recent
     messages = []
     pairs = list(enumerate(view.uids, start=1))
     for start in range(0, len(pairs), CHUNK):
@@ -35,15 +103,14 @@ async def _context(session: IMAPServerProtocol) -> Any:
         for (seq, uid), record in zip(batch, records, strict=True):
             if record is None or view.mailbox_id not in record.mailboxes:
                 continue
-            messages.append(engine.SearchMessage(seq, uid, record, uid in view.recent))
+            messages.append(engine.SearchMessage(seq, uid, record, uid in recent))
         if start + CHUNK < len(pairs):
             await task.deferLater(session.server.reactor, 0, lambda: None)
-    search = session.factory.mail_search()
-    text = search.for_account(view.account) if search is not None else None
-    return engine.SearchContext(messages, parsed=core.get_parsed, text=text,
-                                saved=frozenset(session.saved_result), run_blocking=_in_thread,
-                                parsed_many=core.get_parsed_many, derived=core.derived,
-                                derived_peek=core.blob_cache.get)
+    if session.selected is view and view.version == version:
+        # Kept as of the modseq read before the records: whatever committed while they
+        # were read is replayed from the log next time.
+        view.search_cache = _KeptMessages(messages, modseq, version, len(recent))
+    return messages
 
 
 def _in_thread(fn):

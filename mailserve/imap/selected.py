@@ -49,13 +49,29 @@ class SelectedMailbox:
         self.readonly = readonly
         self.uids: list[int] = [u for u, _ in uids]
         self.message_ids: dict[int, int] = dict(uids)
-        self.recent: set[int] = set()
+        self._recent: set[int] = set()
+        #: Bumped whenever the numbering or the \\Recent set is replaced, so what was
+        #: derived from the view (``mailserve.imap.searching``'s kept search list) knows
+        #: when it no longer matches.
+        self.version = 0
+        #: Whatever ``mailserve.imap.searching`` keeps for this view between commands.
+        self.search_cache: object | None = None
         self._added: dict[int, int] = {}
         self._removed: set[int] = set()
         self._flagged: set[int] = set()
         self._gone = False
 
     # -- numbering ----------------------------------------------------------------------
+    @property
+    def recent(self) -> set[int]:
+        """UIDs that are \\Recent for this session (RFC 3501 §2.3.2)."""
+        return self._recent
+
+    @recent.setter
+    def recent(self, value: set[int]) -> None:
+        self._recent = value
+        self.version += 1
+
     @property
     def exists(self) -> int:
         return len(self.uids)
@@ -159,15 +175,17 @@ class SelectedMailbox:
             out.expunged_seqs = [p + 1 for p in positions]
             out.expunged_uids = sorted(removed)
             self.uids = [u for u in self.uids if u not in removed]
+            self.version += 1
             for uid in removed:
                 self.message_ids.pop(uid, None)
-                self.recent.discard(uid)
+                self._recent.discard(uid)
         if self._added:
             for uid in sorted(self._added):
                 if not self.uids or uid > self.uids[-1]:
                     self.uids.append(uid)
                     self.message_ids[uid] = self._added[uid]
             self._added = {}
+            self.version += 1
             out.exists = len(self.uids)
         if self._flagged:
             flagged, self._flagged = self._flagged, set()
