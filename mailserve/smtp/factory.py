@@ -3,8 +3,10 @@
 ``build_mx`` and ``build_submission`` are the builders ``mailserve.listeners.PROTOCOLS`` names:
 each takes the assembled server and one listener's configuration and returns the factory
 that listener serves.  The factory holds what every session of the listener shares: the
-settings, connection counts, rate limits, the delivery pipeline, local delivery and the
+settings, rate limits, the delivery pipeline, local delivery and the
 outbound queue; the session (``mailserve.smtp.server``) holds only per-connection state.
+Connections are counted and limited before a session exists, once for every listener, by the
+connection gate of ``mailserve.listeners``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mailserve.mailauth.outbound import sender_domain_of
 from mailserve.mailauth.stage import AUTH_VERDICT_NOTE
 from mailserve.smtp.delivery import LocalDelivery
 from mailserve.smtp.dsn import RecipientReport
-from mailserve.smtp.limits import ConnectionLimits, RateLimiter
+from mailserve.smtp.limits import RateLimiter
 from mailserve.smtp.pipeline import (
     DeliveryContext,
     DeliveryPipeline,
@@ -47,14 +49,14 @@ class SMTPFactory(ServerFactory):
         queue: Any = None,
         tls_context: Any = None,
         pipeline: DeliveryPipeline | None = None,
-        max_connections: int = 1000,
-        max_connections_per_ip: int = 50,
         rate_per_ip: int = 0,
         rate_per_sender: int = 0,
         quota_full_permanent: bool = False,
         clock: Any = time.monotonic,
         server: Any = None,
         signer: Any = None,
+        auth_failure_delay: float = 0.0,
+        reactor: Any = None,
     ) -> None:
         self.settings = settings
         self.core = core
@@ -64,13 +66,20 @@ class SMTPFactory(ServerFactory):
         self.tls_context = tls_context
         self.pipeline = pipeline or DeliveryPipeline()
         self.delivery = LocalDelivery(core, quota_full_permanent)
-        self.connections = ConnectionLimits(max_connections, max_connections_per_ip)
         self.ip_rate = RateLimiter(rate_per_ip, 60.0, clock)
         self.sender_rate = RateLimiter(rate_per_sender, 60.0, clock)
         #: The assembled server (for its metrics), when built by ``build_mx``/``build_submission``.
         self.server = server
         #: ``OutboundSigner``: DKIM for submissions, ARC seals for forwards (``None``: neither).
         self.signer = signer
+        #: Seconds before a failed AUTH is answered (``auth.failure_delay``; RFC 4954 §4 leaves
+        #: the cost of failing to the server, Postfix sleeps ``smtpd_error_sleep_time``).
+        self.auth_failure_delay = auth_failure_delay
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
 
     def buildProtocol(self, addr: Any) -> SMTPSession:
         session = SMTPSession(self)
@@ -226,13 +235,13 @@ def _build(server: Any, listener: Any, submission: bool) -> SMTPFactory:
         queue=getattr(server, "outbound_queue", None),
         tls_context=tls_context,
         pipeline=getattr(server, "delivery_pipeline", None),
-        max_connections=config.server.max_connections,
-        max_connections_per_ip=config.server.max_connections_per_ip,
         rate_per_ip=smtp.rate_per_ip,
         rate_per_sender=smtp.rate_per_sender,
         quota_full_permanent=smtp.quota_full_permanent,
         server=server,
         signer=getattr(server, "outbound_signer", None),
+        auth_failure_delay=config.auth.failure_delay,
+        reactor=getattr(server, "reactor", None),
     )
 
 

@@ -21,8 +21,6 @@ What a session enforces, and where each rule comes from:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email.utils
 import re
 import time
@@ -35,6 +33,17 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
+from mailserve.sasl import (
+    Credentials,
+    LoginGuard,
+    LoginMechanism,
+    PlainMechanism,
+    SASLCancelled,
+    SASLError,
+    decode_response,
+    encode_challenge,
+    start_mechanism,
+)
 from mailserve.smtp.pipeline import (
     DeliveryContext,
     Envelope,
@@ -140,8 +149,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._bdat_last = False
         self._pending_failure: tuple[int, str, str] | None = None
         # AUTH state
-        self._auth_mechanism: str | None = None
-        self._auth_step: list[str] = []
+        self._sasl: PlainMechanism | LoginMechanism | None = None
+        self._logins = LoginGuard(factory.directory, factory.reactor, factory.auth_failure_delay,
+                                  self.settings.max_errors)
 
     # -- connection ------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -209,7 +219,7 @@ class SMTPSession(Protocol, TimeoutMixin):
                 if line is None:
                     break
                 if self._mode == self.AUTH:
-                    self._auth_continue(line)
+                    self._run(self._auth_continue(line))
                 else:
                     self._command(line)
         if self._busy and len(self._buffer) > MAX_PENDING_INPUT and not self._paused:
@@ -385,91 +395,101 @@ class SMTPSession(Protocol, TimeoutMixin):
         return f"{version} with cipher {cipher} ({bits}/{bits} bits)"
 
     # -- AUTH (RFC 4954) -------------------------------------------------------------------------
+    # The SASL exchange itself (strict base64, PLAIN and LOGIN, field rules, the authzid check,
+    # the failure delay) is ``mailserve.sasl``'s, shared with IMAP, POP3 and ManageSieve; this
+    # part only frames it as RFC 4954 §4 does and answers with SMTP's reply codes (§6).
     def _auth_allowed(self) -> bool:
         return self.tls or self.settings.allow_plaintext_auth
 
-    def do_AUTH(self, argument: str) -> None:
+    def do_AUTH(self, argument: str) -> Any:
+        """RFC 4954 §4: ``AUTH mechanism [initial-response]``, then ``334`` challenges."""
         if not self.esmtp:
             self.reply(503, "5.5.1", "Error: send EHLO first")
-            return
+            return None
         if self.account is not None:
             self.reply(503, "5.5.1", "Error: already authenticated")
-            return
+            return None
         if self.transaction is not None:
             self.reply(503, "5.5.1", "Error: MAIL transaction in progress")
-            return
-        mechanism, _, initial = argument.partition(" ")
-        mechanism = mechanism.upper()
-        if mechanism not in ("PLAIN", "LOGIN"):
+            return None
+        name, _, initial = argument.partition(" ")
+        if not name:
+            self.reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+            return None
+        try:
+            mechanism = start_mechanism(name)
+        except SASLError:
             self.reply(504, "5.5.4", "Error: unsupported authentication mechanism")
-            return
+            return None
         if not self._auth_allowed():
             self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-            return
-        self._auth_mechanism = mechanism
-        self._auth_step = []
+            return None
+        self._sasl = mechanism
         initial = initial.strip()
-        if mechanism == "PLAIN":
-            if initial:
-                return self._auth_continue(initial.encode())
-            self._mode = self.AUTH
-            self._send("334 ")
-        else:
-            if initial:
-                return self._auth_continue(initial.encode())
-            self._mode = self.AUTH
-            self._send("334 VXNlcm5hbWU6")  # "Username:"
+        if initial:
+            return self._auth_continue(initial.encode("ascii", "replace"))
+        return self._sasl_advance(None)
 
-    def _auth_continue(self, line: bytes):
+    def _auth_continue(self, line: bytes) -> Any:
+        """One client response line of the exchange (RFC 4954 §4)."""
         self._mode = self.COMMAND
-        if line.strip() == b"*":
-            self._auth_mechanism = None
+        try:
+            response = decode_response(line)
+        except SASLCancelled:
+            # RFC 4954 §4: "*" cancels, and the server MUST answer 501 (5.7.0, §6).
+            self._sasl = None
             self.reply(501, "5.7.0", "Authentication aborted")
-            return
-        try:
-            decoded = b"" if line.strip() == b"=" else base64.b64decode(line.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            self._auth_mechanism = None
-            self.reply(501, "5.5.2", "Error: invalid base64 data")
-            return
-        if self._auth_mechanism == "LOGIN":
-            self._auth_step.append(decoded.decode("utf-8", "replace"))
-            if len(self._auth_step) == 1:
-                self._mode = self.AUTH
-                self._send("334 UGFzc3dvcmQ6")  # "Password:"
-                return
-            login, password = self._auth_step
-        else:
-            parts = decoded.split(b"\0")
-            if len(parts) != 3:
-                self._auth_mechanism = None
-                self.reply(501, "5.5.2", "Error: malformed PLAIN response")
-                return
-            authzid, authcid, secret = (p.decode("utf-8", "replace") for p in parts)
-            if authzid and authzid.lower() != authcid.lower():
-                self._auth_mechanism = None
-                self.reply(535, "5.7.8", "Authentication credentials invalid")
-                return
-            login, password = authcid, secret
-        self._auth_mechanism = None
-        self._run(self._authenticate(login, password))
-        return
+            return None
+        except SASLError as error:
+            # RFC 4954 §6: 501 5.5.2 "Cannot Base64-decode Client responses".
+            self._sasl = None
+            self.reply(501, "5.5.2", f"Error: {error}")
+            return None
+        return self._sasl_advance(response)
 
-    async def _authenticate(self, login: str, password: str) -> None:
-        from mailserve.directory.directory import AuthenticationFailed, TooManyFailures
-
+    def _sasl_advance(self, response: bytes | None) -> Any:
+        """Feed the mechanism; send its next challenge or check the credentials it produced."""
+        mechanism = self._sasl
+        assert mechanism is not None
         try:
-            account = await self.factory.directory.authenticate(login, password, self.client_ip)
-        except TooManyFailures:
+            result = mechanism.step(response)
+        except SASLError as error:
+            # A response that decodes but is not a well-formed PLAIN/LOGIN message (RFC 4616
+            # §2: NUL-separated UTF-8 fields of at most 255 octets) is a syntax error.
+            self._sasl = None
+            self.reply(501, "5.5.2", f"Error: {error}")
+            return None
+        if isinstance(result, Credentials):
+            self._sasl = None
+            return self._authenticate(result)
+        self._mode = self.AUTH
+        self._send(f"334 {encode_challenge(result)}")
+        return None
+
+    async def _authenticate(self, credentials: Credentials) -> None:
+        """Check the credentials (failures come back after the configured delay)."""
+        outcome = await self._logins.login(credentials, self.client_ip)
+        if self._closing:
+            return
+        if outcome.succeeded:
+            account = outcome.account
+            self.account = account
+            addresses = self.factory.directory.addresses_of(account.id)
+            self.sender_addresses = frozenset(a.lower() for a in addresses)
+            self.reply(235, "2.7.0", "Authentication successful")
+            return
+        if outcome.reason == "throttled":
+            # RFC 4954 §6: 454 4.7.0 "Temporary authentication failure".
             self.reply(454, "4.7.0", "Too many failed authentications, try again later")
-            return
-        except AuthenticationFailed:
+        elif outcome.reason == "authorization":
+            # RFC 4616 §2: the authzid must be an identity the authcid may act as; there are
+            # no proxy logins here, so that is only the account itself.
+            self.reply(535, "5.7.8", "Authentication credentials invalid: not authorized to act as that identity")
+        else:
             self.reply(535, "5.7.8", "Authentication credentials invalid")
-            return
-        self.account = account
-        addresses = self.factory.directory.addresses_of(account.id)
-        self.sender_addresses = frozenset(a.lower() for a in addresses)
-        self.reply(235, "2.7.0", "Authentication successful")
+        if outcome.disconnect and not self._closing:
+            self._send(f"421 4.7.0 {self.settings.hostname} Error: too many failed authentications")
+            self._close()
 
     # -- MAIL (RFC 5321 §4.1.1.2) ------------------------------------------------------------------
     def do_MAIL(self, argument: str) -> None:

@@ -42,6 +42,8 @@ class SMTPTestServer(TestServer):
 
 
 def start(tmp_path, listeners=("smtp", "submission"), dns=None, queue_port=25, config=None, **sections):
+    # Failed AUTH is answered at once unless a test asks for the delay (tests/smtp/test_auth.py).
+    sections["auth"] = {"failure_delay": "0s", **sections.get("auth", {})}
     config = config or make_config(tmp_path, listeners, **sections)
     server = SMTPTestServer(config)
     server.dns = dns
