@@ -43,7 +43,6 @@ class IMAPFactory(Factory):
     def __init__(self, server: Any, listener: ListenerConfig) -> None:
         self.server = server
         self.listener = listener
-        self.connections: set[IMAPServerProtocol] = set()
         self.sessions = IMAPSessions.of(server)
         self.per_user = self.sessions.per_user
         self.recent_claims = self.sessions.recent_claims
@@ -63,11 +62,7 @@ class IMAPFactory(Factory):
     def buildProtocol(self, addr: Any) -> Protocol:
         protocol = IMAPServerProtocol(self, secure=self.listener.tls.implicit)
         protocol.factory = self
-        self.connections.add(protocol)
         return protocol
-
-    def connection_closed(self, protocol: IMAPServerProtocol) -> None:
-        self.connections.discard(protocol)
 
     def session_started(self, account_id: int) -> bool:
         """Count an authenticated session; False when the user has too many already."""

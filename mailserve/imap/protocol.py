@@ -16,8 +16,6 @@ FETCH and the SEARCH/SORT/THREAD engines live in ``fetch.py``, ``fetchdata.py`` 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import socket
 from collections.abc import Iterable
@@ -57,6 +55,15 @@ from mailserve.imap.parser import (
 )
 from mailserve.imap.responses import BadCommand, CommandFailed, parse_date_time
 from mailserve.imap.selected import SelectedMailbox
+from mailserve.sasl import (
+    Credentials,
+    LoginGuard,
+    SASLCancelled,
+    SASLError,
+    decode_response,
+    encode_challenge,
+    start_mechanism,
+)
 
 if TYPE_CHECKING:
     from mailserve.imap.factory import IMAPFactory
@@ -67,6 +74,11 @@ _ANY = frozenset({NOT_AUTHENTICATED, AUTHENTICATED, SELECTED})
 _AUTH = frozenset({AUTHENTICATED, SELECTED})
 _SEL = frozenset({SELECTED})
 _PRE = frozenset({NOT_AUTHENTICATED})
+
+#: SASL mechanisms AUTHENTICATE offers (as ``AUTH=`` capabilities, RFC 9051 §6.2.2), from the
+#: shared ``mailserve.sasl`` set.  PLAIN only, as Dovecot offers by default: the SASL LOGIN
+#: mechanism would only repeat the LOGIN command, which every IMAP client already has.
+IMAP_MECHANISMS: tuple[str, ...] = ("PLAIN",)
 
 #: Command name -> the states it is valid in.
 COMMANDS: dict[str, frozenset[str]] = {
@@ -145,8 +157,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self.selected: SelectedMailbox | None = None
         self.enabled: set[str] = set()
         self.saved_result: list[int] = []
-        self.auth_failures = 0
         self.peer_ip: str | None = None
+        self._logins = LoginGuard(self.server.directory, self.server.reactor, self.config.imap.auth_failure_delay,
+                                  self.config.imap.max_auth_failures)
         limits = self.config.imap
         self.framer = CommandFramer(limits.max_line_length, self._literal_limit)
         self._busy = False
@@ -181,7 +194,6 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if self._line_waiter is not None:
             waiter, self._line_waiter = self._line_waiter, None
             waiter.errback(ConnectionError("connection lost"))
-        self.factory.connection_closed(self)
 
     def timeoutConnection(self) -> None:
         # RFC 9051 §5.4: an autologout timer of at least 30 minutes.
@@ -247,7 +259,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             if not self.secure and self.listener.tls.starttls:
                 caps.append("STARTTLS")
             if self.plaintext_allowed:
-                caps.append("AUTH=PLAIN")
+                caps += [f"AUTH={name}" for name in IMAP_MECHANISMS]
             else:
                 caps.append("LOGINDISABLED")
         else:
@@ -577,62 +589,65 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         raise _AlreadyAnswered()
 
     async def do_LOGIN(self, tag: str, args: list) -> str | None:
+        """RFC 9051 §6.2.3; checked like a SASL login (``mailserve.sasl.LoginGuard``)."""
         if len(args) != 2:
             raise BadCommand("LOGIN expects a user name and a password")
         if not self.plaintext_allowed:
             raise CommandFailed("LOGIN is disabled until TLS is active (use STARTTLS)", "PRIVACYREQUIRED")
         user = astring(args[0], "user name")
         password = astring(args[1], "password")
-        return await self._authenticate(user, password)
+        return await self._authenticate(Credentials("", user, password))
 
     async def do_AUTHENTICATE(self, tag: str, args: list) -> str | None:
-        """SASL PLAIN (RFC 4616) with an optional initial response (RFC 4959)."""
+        """RFC 9051 §6.2.2: SASL with an optional initial response (SASL-IR, RFC 4959).
+
+        The exchange's rules (strict base64, PLAIN's fields, the authzid check) are
+        ``mailserve.sasl``'s, shared with SMTP, POP3 and ManageSieve.  A cancelled exchange
+        (``*``) and a response that is not valid base64 get a tagged BAD, as §6.2.2 requires;
+        a malformed PLAIN message is BAD as well (it is a syntax error, not a wrong password).
+        """
         if not args or len(args) > 2 or not isinstance(args[0], Atom):
             raise BadCommand("AUTHENTICATE expects a mechanism name")
-        if args[0].upper() != "PLAIN":
+        if args[0].upper() not in IMAP_MECHANISMS:
             raise CommandFailed(f"unsupported SASL mechanism {args[0][:40]}", "CANNOT")
         if not self.plaintext_allowed:
-            raise CommandFailed("PLAIN is disabled until TLS is active (use STARTTLS)", "PRIVACYREQUIRED")
+            raise CommandFailed(f"{args[0].upper()} is disabled until TLS is active (use STARTTLS)",
+                                "PRIVACYREQUIRED")
+        mechanism = start_mechanism(args[0])
+        initial: bytes | None = None
         if len(args) == 2:
             response = args[1]
             if not isinstance(response, Atom | bytes):
                 raise BadCommand("invalid initial response")
-            text = response.encode() if isinstance(response, str) else bytes(response)
-        else:
-            self.send(b"+ ")
-            self.flush()
-            text = await self.wait_for_line()
-        if text == b"*":
-            raise BadCommand("authentication cancelled")
-        if text == b"=":
-            text = b""
+            initial = response.encode() if isinstance(response, str) else bytes(response)
         try:
-            decoded = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadCommand("invalid base64 in SASL response") from None
-        parts = decoded.split(b"\0")
-        if len(parts) != 3:
-            raise BadCommand("malformed PLAIN response (authzid NUL authcid NUL password)")
-        try:
-            authzid, authcid, password = (p.decode("utf-8") for p in parts)
-        except UnicodeDecodeError:
-            raise BadCommand("PLAIN credentials are not UTF-8") from None
-        if authzid and authzid.lower() != authcid.lower():
-            await self._auth_failed()
-            raise CommandFailed("acting as another user is not allowed", "AUTHORIZATIONFAILED")
-        return await self._authenticate(authcid, password)
+            # RFC 4959 §3: an initial response of "=" is an empty one; none at all means the
+            # exchange starts with the server's (empty) challenge.
+            result = mechanism.step(decode_response(initial) if initial is not None else None)
+            while not isinstance(result, Credentials):
+                self.send(b"+ " + encode_challenge(result).encode("ascii"))
+                self.flush()
+                result = mechanism.step(decode_response(await self.wait_for_line()))
+        except SASLCancelled:
+            raise BadCommand("authentication cancelled") from None
+        except SASLError as error:
+            raise BadCommand(f"invalid SASL response: {error}") from None
+        return await self._authenticate(result)
 
-    async def _authenticate(self, user: str, password: str) -> str:
-        from mailserve.directory.directory import AuthenticationFailed, TooManyFailures
-
-        try:
-            account = await self.server.directory.authenticate(user, password, self.peer_ip)
-        except TooManyFailures:
-            await self._auth_failed()
-            raise CommandFailed("too many failed logins from your address; try later", "UNAVAILABLE") from None
-        except AuthenticationFailed:
-            await self._auth_failed()
-            raise CommandFailed("invalid user name or password", "AUTHENTICATIONFAILED") from None
+    async def _authenticate(self, credentials: Credentials) -> str:
+        """Check credentials; every failure is delayed, and too many end the session."""
+        outcome = await self._logins.login(credentials, self.peer_ip)
+        if not outcome.succeeded:
+            if outcome.disconnect:
+                # The tagged NO still tells the client why; the BYE follows it (_execute).
+                self._bye_after_command = b"* BYE Too many failed authentication attempts"
+            if outcome.reason == "throttled":
+                raise CommandFailed("too many failed logins from your address; try later", "UNAVAILABLE")
+            if outcome.reason == "authorization":
+                # RFC 4616 §2 / RFC 5530 §3: the authzid names an identity this user may not use.
+                raise CommandFailed("acting as another user is not allowed", "AUTHORIZATIONFAILED")
+            raise CommandFailed("invalid user name or password", "AUTHENTICATIONFAILED")
+        account = outcome.account
         if not self.factory.session_started(account.id):
             raise CommandFailed("too many sessions for this user", "LIMIT")
         self._counted_user = True
@@ -640,16 +655,6 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self.state = AUTHENTICATED
         self._unsubscribe = self.core.subscribe(account.id, self._changed)
         return self.ok("Logged in", "CAPABILITY " + self.capabilities().decode())
-
-    async def _auth_failed(self) -> None:
-        """Slow down guessing (configurable delay) and end the session after too many tries."""
-        self.auth_failures += 1
-        delay = self.config.imap.auth_failure_delay
-        if delay:
-            await task.deferLater(self.server.reactor, delay, lambda: None)
-        if self.auth_failures >= self.config.imap.max_auth_failures:
-            # The tagged NO still tells the client why; the BYE follows it (_execute).
-            self._bye_after_command = b"* BYE Too many failed authentication attempts"
 
     # ============================================================================================
     # Authenticated (RFC 9051 §6.3)
