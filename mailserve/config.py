@@ -1237,7 +1237,9 @@ class SMTPConfig(Section):
     retry_max: float = option(Duration(1, 86400), "1h", "Longest retry interval; intervals double up to it.")
     rate_per_ip: int = option(Int(0, 1_000_000), 0, "Messages per minute accepted from one client IP; 0 = no limit.")
     rate_per_sender: int = option(
-        Int(0, 1_000_000), 0, "Messages per minute one authenticated sender may submit; 0 = no limit.")
+        Int(0, 1_000_000), 0,
+        "Messages per minute from one sender: counted per account after AUTH, otherwise per envelope sender "
+        "(the null sender per client IP); 0 = no limit.")
 
     def check(self, ctx: LoadContext, path: KeyPath, raw: Mapping[str, Any], failed: frozenset[str]) -> Self:
         if not failed & {"delay_notice_after", "queue_lifetime"} and (
