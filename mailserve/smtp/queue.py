@@ -28,6 +28,14 @@ is owed, so a report is queued exactly once:
 
 Reports to local senders are queued like any message and delivered locally by the same
 runner; reports are never sent for a message from the null reverse-path (RFC 5321 §4.5.5).
+
+Local recipients.  Queued mail for a local address (a DSN to a local sender, a Sieve redirect
+or vacation reply to a local user) passes the recipient's own Sieve script before it is
+stored, as Pigeonhole's LDA does for such mail: the server's ``sieve`` delivery stage runs on
+it (``LOCAL_STAGES``), not mail authentication or the spam verdict, because the mail is our
+own.  Loops stay closed: a vacation reply comes from the null reverse-path with
+``Auto-Submitted: auto-replied``, to which no vacation action answers (RFC 5230 §4.5, RFC
+3834 §2), and redirects carry ``Delivered-To:`` (``mailserve.sieve.stage``).
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ POLL_INTERVAL = 30.0
 BATCH = 200
 #: Destinations delivered to at the same time.
 PARALLEL_DESTINATIONS = 10
+#: Stages of the server's delivery pipeline that queued mail for local recipients passes.
+LOCAL_STAGES = ("sieve",)
 
 
 @dataclass
@@ -218,6 +228,7 @@ class OutboundQueue(Service):
         timeout: float = 300.0,
         tls_options: Any = None,
         clock: Callable[[], float] = time.time,
+        local_pipeline: Callable[[], Any] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -238,6 +249,10 @@ class OutboundQueue(Service):
         self.data_timeout = DATA_TERMINATION_TIMEOUT
         self.tls_options = tls_options
         self.clock = clock
+        #: Returns the server's ``DeliveryPipeline`` (called at the first local delivery, since
+        #: the pipeline's Sieve stage itself queues into this queue); ``None``: store directly.
+        self._server_pipeline = local_pipeline
+        self._local_stages: Any = None
         self._timer: Any = None
         self._running_batch: defer.Deferred | None = None
         self._in_flight: set[int] = set()
@@ -264,6 +279,7 @@ class OutboundQueue(Service):
             local_delivery=LocalDelivery(server.core, server.config.smtp.quota_full_permanent),
             directory=server.directory,
             tls_options=kwargs.pop("tls_options", None) or _opportunistic_tls(),
+            local_pipeline=kwargs.pop("local_pipeline", None) or (lambda: server.delivery_pipeline),
             **kwargs,
         )
 
@@ -489,8 +505,18 @@ class OutboundQueue(Service):
             if work.outstanding == 0:
                 await self._finish(work)
 
+    def local_stages(self) -> Any:
+        """The ``LOCAL_STAGES`` of the server's pipeline as one ``DeliveryPipeline`` (or ``None``)."""
+        if self._local_stages is None and self._server_pipeline is not None:
+            from mailserve.smtp.pipeline import DeliveryPipeline
+
+            server_pipeline = self._server_pipeline()
+            stages = [stage for stage in getattr(server_pipeline, "stages", ()) if stage.name in LOCAL_STAGES]
+            self._local_stages = DeliveryPipeline(stages)
+        return self._local_stages
+
     async def _deliver_local(self, items, works) -> dict[tuple[int, int], _Outcome]:
-        from mailserve.smtp.pipeline import DeliveryContext, Envelope, RecipientContext
+        from mailserve.smtp.pipeline import DeliveryContext, Envelope, MessageRejected, RecipientContext
 
         results: dict[tuple[int, int], _Outcome] = {}
         for entry_id, indexes in items:
@@ -510,7 +536,18 @@ class OutboundQueue(Service):
                 continue
             envelope = Envelope(entry.mail_from, tuple(entry.recipients[i].address for i in indexes), self.hostname,
                                 "127.0.0.1", protocol="local", envid=entry.envid, ret=entry.ret)
-            outcomes = await self.local_delivery.deliver(DeliveryContext(envelope, message, contexts))
+            context = DeliveryContext(envelope, message, contexts)
+            stages = self.local_stages()
+            if stages is not None:
+                try:
+                    await stages.run(context)
+                except MessageRejected as rejected:
+                    reply = rejected.reply
+                    for index in positions:
+                        results[(entry_id, index)] = _Outcome("failed" if reply.permanent else "deferred", str(reply),
+                                                              self.hostname, status_code=reply.status)
+                    continue
+            outcomes = await self.local_delivery.deliver(context)
             for index, outcome in zip(positions, outcomes):
                 if outcome.failure is None:
                     results.setdefault((entry_id, index), _Outcome("delivered", "250 2.0.0 delivered locally",

@@ -270,3 +270,89 @@ async def test_queue_survives_restart_with_status(tmp_path):
         assert here.blobs.get(entry.blob_id) == OUTBOUND
     finally:
         await here.stopService()
+
+
+# -- queued mail for local recipients passes their Sieve script --------------------------------------------------
+async def set_script(server, address, text):
+    from mailserve.sieve.scripts import SieveScripts
+
+    account = server.directory.get_account(address)
+    scripts = SieveScripts(server.metadata)
+    await scripts.put_script(account.id, "main", text, 100, 1 << 20)
+    await scripts.set_active(account.id, "main")
+
+
+def mailbox(server, address, name):
+    """The raw bytes of every message in mailbox ``name`` of ``address``'s account (none if it is missing)."""
+    from mailserve.core.errors import NoSuchMailbox
+
+    account = server.directory.get_account(address)
+    core = server.core
+    try:
+        box = core.find_mailbox(account.id, name)
+    except NoSuchMailbox:
+        return []
+    messages = core.get_messages(account.id, [msgid for _, msgid in core.mailbox_uids(account.id, box.id)])
+    return [core.blobs.get(m.blob_id) for m in messages]
+
+
+AWAY = 'require "vacation";\nvacation :days 1 :subject "Away" "I am away this week.";\n'
+
+
+@pytest_twisted.ensureDeferred
+async def test_vacation_reply_to_a_local_user_is_filed_by_that_users_script(tmp_path):
+    server = start(tmp_path)
+    try:
+        await populate(server)
+        await set_script(server, "alice@example.test", AWAY)
+        # bob files mail from alice into a folder, and is away too: his vacation must not answer
+        # alice's auto-reply (RFC 5230 §4.5, RFC 3834 §2), or the two would reply to each other.
+        await set_script(server, "bob@example.test",
+                         'require ["fileinto", "mailbox", "vacation"];\n'
+                         'if address :is "from" "alice@example.test" { fileinto :create "From Alice"; stop; }\n'
+                         'vacation :days 1 "Bob is away.";\n')
+        original = (b"From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: lunch?\r\n"
+                    b"Message-ID: <lunch-1@example.test>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nLunch?\r\n")
+
+        def go():
+            smtp = client(server, "submission")
+            try:
+                smtp.ehlo("laptop.test")
+                smtp.login("bob@example.test", "bob-password")
+                return smtp.sendmail("bob@example.test", ["alice@example.test"], original)
+            finally:
+                smtp.quit()
+
+        assert await in_thread(go) == {}
+        [reply] = await eventually(lambda: mailbox(server, "bob@example.test", "From Alice"))
+        assert b"Auto-Submitted: auto-replied" in reply and b"I am away this week." in reply
+        assert b"Return-Path: <>" in reply and b"In-Reply-To: <lunch-1@example.test>" in reply
+        assert inbox(server, "bob@example.test") == []  # filed, not kept in INBOX
+        await eventually(lambda: not server.outbound_queue.entries())
+        # bob's script ran (it filed the reply) yet sent nothing back: alice has only the original
+        assert [m.count(b"Subject: lunch?") for m in inbox(server, "alice@example.test")] == [1]
+    finally:
+        await server.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_auto_submitted_mail_gets_no_vacation_reply(tmp_path):
+    server = start(tmp_path)
+    try:
+        await populate(server)
+        await set_script(server, "alice@example.test", AWAY)
+        notice = (b"From: Carol <carol@example.test>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+                  b"Message-ID: <{subject}@example.test>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n{extra}"
+                  b"\r\nText.\r\n")
+        auto = notice.replace(b"{subject}", b"auto").replace(b"{extra}", b"Auto-Submitted: auto-generated\r\n")
+        await server.outbound_queue.enqueue("carol@example.test", [("alice@example.test", (), None)], auto)
+        await eventually(lambda: len(inbox(server, "alice@example.test")) == 1)
+        await eventually(lambda: not server.outbound_queue.entries())
+        assert inbox(server, "carol@example.test") == []  # Auto-Submitted: the vacation action refused
+        # the same mail from a person is answered, so the refusal above is the header's doing
+        personal = notice.replace(b"{subject}", b"personal").replace(b"{extra}", b"")
+        await server.outbound_queue.enqueue("carol@example.test", [("alice@example.test", (), None)], personal)
+        [reply] = await eventually(lambda: inbox(server, "carol@example.test"))
+        assert b"Subject: Away" in reply and b"Auto-Submitted: auto-replied" in reply
+    finally:
+        await server.stopService()
