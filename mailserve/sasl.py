@@ -1,9 +1,11 @@
-"""What the line-based login protocols share: SASL mechanisms, the login guard, the line reader.
+"""What the login protocols share: SASL mechanisms, the login guard, the line reader.
 
-POP3 (``AUTH``, RFC 5034) and ManageSieve (``AUTHENTICATE``, RFC 5804 §2.1) each frame SASL
-(RFC 4422) their own way: POP3 sends challenges as ``+ base64`` lines and reads responses as bare
-lines, ManageSieve sends and reads them as quoted strings or literals. What the exchange *means*
-is the same for both and lives here once:
+SMTP (``AUTH``, RFC 4954), IMAP (``AUTHENTICATE``, RFC 9051 §6.2.2, and ``LOGIN``), POP3
+(``AUTH``, RFC 5034, and ``USER``/``PASS``) and ManageSieve (``AUTHENTICATE``, RFC 5804 §2.1)
+each frame SASL (RFC 4422) their own way: SMTP sends challenges as ``334 base64`` replies, IMAP
+and POP3 as ``+ base64`` lines, and all three read responses as bare lines; ManageSieve sends and
+reads them as quoted strings or literals. Each keeps its own reply codes. What the exchange
+*means* is the same for all of them and lives here once:
 
 * ``decode_response`` / ``encode_challenge``: the base64 layer (RFC 4648 §4, strict; ``=`` is an
   empty response and ``*`` cancels, RFC 4422 §5 item 3 / RFC 5034 §4 / RFC 5804 §2.1);

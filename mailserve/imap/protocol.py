@@ -636,6 +636,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     async def _authenticate(self, credentials: Credentials) -> str:
         """Check credentials; every failure is delayed, and too many end the session."""
+        self._logins.failure_delay = self.server.config.imap.auth_failure_delay  # a live setting
         outcome = await self._logins.login(credentials, self.peer_ip)
         if not outcome.succeeded:
             if outcome.disconnect:

@@ -72,14 +72,21 @@ class SMTPFactory(ServerFactory):
         self.server = server
         #: ``OutboundSigner``: DKIM for submissions, ARC seals for forwards (``None``: neither).
         self.signer = signer
-        #: Seconds before a failed AUTH is answered (``auth.failure_delay``; RFC 4954 §4 leaves
-        #: the cost of failing to the server, Postfix sleeps ``smtpd_error_sleep_time``).
-        self.auth_failure_delay = auth_failure_delay
+        self._auth_failure_delay = auth_failure_delay
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
         self.reactor = reactor
+
+    @property
+    def auth_failure_delay(self) -> float:
+        """Seconds before a failed AUTH is answered (RFC 4954 leaves the cost of failing to the
+        server; Postfix sleeps ``smtpd_error_sleep_time``).  ``auth.failure_delay`` is a live
+        setting, so it is read from the server's current configuration at every failure."""
+        if self.server is not None and getattr(self.server, "config", None) is not None:
+            return self.server.config.auth.failure_delay
+        return self._auth_failure_delay
 
     def buildProtocol(self, addr: Any) -> SMTPSession:
         session = SMTPSession(self)

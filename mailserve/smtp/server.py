@@ -468,6 +468,7 @@ class SMTPSession(Protocol, TimeoutMixin):
 
     async def _authenticate(self, credentials: Credentials) -> None:
         """Check the credentials (failures come back after the configured delay)."""
+        self._logins.failure_delay = self.factory.auth_failure_delay  # a live setting
         outcome = await self._logins.login(credentials, self.client_ip)
         if self._closing:
             return
