@@ -12,6 +12,7 @@ shared each metadata commit and each round of directory fsyncs (group commit).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -66,6 +67,7 @@ def run(args) -> None:
     elapsed = time.perf_counter() - started
     ticker.stop()
     metadata.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     latencies.sort()
     print(f"appended {args.messages} x {args.size} B, {args.concurrency} in flight, fsync={'off' if args.no_fsync else 'on'}")
     print(f"  {args.messages / elapsed:.0f} messages/s")
