@@ -2,10 +2,13 @@
 
 Most settings are read once when a listener or store is built (bind addresses, store paths, TLS
 certificates), so changing them at run time would lie about what the server does.  The settings
-in :data:`LIVE_SETTINGS` are read from ``server.config`` each time they are used (per session, per
-message, per login), so replacing the config object is enough.  Changes are made in memory only
-and are validated by the same kind (type and range) as the configuration file, so an API write
-can never produce a value the file would refuse; edit the file to keep them across restarts.
+in :data:`LIVE_SETTINGS` are read from ``server.config`` when they apply (when a session starts,
+at every message or login, as each entry says), so replacing the config object is enough.  A
+session keeps the limits it started with where it has announced them to the client (SMTP's EHLO
+SIZE, RFC 1870 §4), as a Postfix ``reload`` leaves running smtpd processes alone.  Changes are
+made in memory only and are validated by the same kind (type and range) as the configuration
+file, so an API write can never produce a value the file would refuse; edit the file to keep
+them across restarts.
 """
 
 from __future__ import annotations
@@ -27,18 +30,18 @@ from mailserve.config import (
 
 #: Dotted key -> what reads it at use time (so that a change applies to the next use).
 LIVE_SETTINGS: dict[str, str] = {
-    "smtp.max_message_size": "checked per message (SIZE, RFC 1870)",
-    "smtp.max_recipients": "checked per transaction",
-    "smtp.max_errors": "checked per session",
-    "smtp.rate_per_ip": "checked per message",
-    "smtp.rate_per_sender": "checked per message",
-    "imap.idle_timeout": "applies to new IDLE commands",
-    "imap.auth_failure_delay": "applies to the next failed login",
-    "pop3.idle_timeout": "applies to new sessions",
-    "pop3.auth_failure_delay": "applies to the next failed login",
-    "managesieve.max_scripts": "checked per PUTSCRIPT",
-    "managesieve.max_script_size": "checked per PUTSCRIPT",
-    "auth.failure_delay": "applies to the next failed login",
+    "smtp.max_message_size": "applies to new SMTP sessions (advertised as EHLO SIZE, RFC 1870)",
+    "smtp.max_recipients": "applies to new SMTP sessions",
+    "smtp.max_errors": "applies to new SMTP sessions",
+    "smtp.rate_per_ip": "checked per message (at MAIL FROM)",
+    "smtp.rate_per_sender": "checked per message (at MAIL FROM)",
+    "imap.idle_timeout": "applies to new IMAP sessions and to each new IDLE command",
+    "imap.auth_failure_delay": "applies to the next failed IMAP login",
+    "pop3.idle_timeout": "applies to new POP3 sessions",
+    "pop3.auth_failure_delay": "applies to the next failed POP3 login",
+    "managesieve.max_scripts": "checked per PUTSCRIPT and HAVESPACE (and script uploads through the API)",
+    "managesieve.max_script_size": "checked per PUTSCRIPT and HAVESPACE (and script uploads through the API)",
+    "auth.failure_delay": "applies to the next failed SMTP AUTH, ManageSieve or web login",
     "http.session_lifetime": "applies to new web admin logins",
 }
 

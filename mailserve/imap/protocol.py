@@ -178,7 +178,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.peer_ip = getattr(peer, "host", None)
-        self.setTimeout(self.config.imap.idle_timeout)
+        self.setTimeout(self.server.config.imap.idle_timeout)  # a live setting: the config as of now
         self.send(b"* OK [CAPABILITY " + self.capabilities() + b"] mailserve IMAP ready")
         self.flush()
 
@@ -1084,8 +1084,13 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         return self.ok("APPEND completed", f"APPENDUID {result.uidvalidity} {result.uid}")
 
     async def do_IDLE(self, tag: str, args: list) -> str | None:
-        """RFC 2177: push updates until DONE."""
+        """RFC 2177: push updates until DONE.
+
+        RFC 2177 §3 lets a server log an idling client off at the end of its inactivity timeout;
+        ``imap.idle_timeout`` is a live setting, so each IDLE runs under the value configured now.
+        """
         _no_args(args)
+        self.setTimeout(self.server.config.imap.idle_timeout)
         self.send(b"+ idling")
         self._idling = True
         try:

@@ -12,6 +12,10 @@ Commands are read one line at a time and run strictly in order. A handler that h
 (authentication, reading a message, the UPDATE commit) stops the reading of further lines until
 it has answered, so pipelined commands (RFC 2449 §6.6) get their answers in order while the
 reactor keeps serving other connections.
+
+``pop3.idle_timeout`` and ``pop3.auth_failure_delay`` are live settings: the context reads them
+from the server's current configuration when a session starts and at every login, so a change
+through the admin API needs no restart.
 """
 
 from __future__ import annotations
@@ -80,11 +84,21 @@ class POP3Context:
     implicit_tls: bool
     starttls: bool
     allow_plaintext_auth: bool
-    idle_timeout: float
-    auth_failure_delay: float
+    #: The ``[pop3]`` section of the server's current configuration (the live settings).
+    settings: Callable[[], Any]
     max_auth_failures: int
     tls_context_factory: Callable[[], Any]
     reactor: Any
+
+    @property
+    def idle_timeout(self) -> float:
+        """RFC 1939 §3's inactivity autologout timer, as configured now."""
+        return self.settings().idle_timeout
+
+    @property
+    def auth_failure_delay(self) -> float:
+        """Seconds before a failed login is answered, as configured now."""
+        return self.settings().auth_failure_delay
 
 
 class _CloseAfterReply(Exception):
@@ -381,6 +395,7 @@ class POP3Session(Protocol, TimeoutMixin):
 
     def _authenticate(self, credentials: Credentials) -> defer.Deferred:
         remote_ip = getattr(self.transport.getPeer(), "host", None)
+        self._logins.failure_delay = self.context.auth_failure_delay  # a live setting
         return self._logins.login_deferred(credentials, remote_ip).addCallback(self._login_finished)
 
     def _login_finished(self, outcome: LoginOutcome) -> defer.Deferred | None:

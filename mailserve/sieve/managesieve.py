@@ -9,6 +9,10 @@ meets a script it cannot run. The ``SIEVE`` capability is exactly the interprete
 The protocol reads like the RFC: the command table first (which commands each state accepts),
 then one ``do_X`` handler per command. Parsing the IMAP-like command syntax (atoms, quoted
 strings, literals ``{n}`` / ``{n+}``, RFC 5804 §4) is separate from what commands mean.
+
+``managesieve.max_scripts``, ``managesieve.max_script_size`` and ``auth.failure_delay`` are live
+settings: the context reads them from the server's current configuration at every PUTSCRIPT,
+HAVESPACE and login, so a change through the admin API applies without a restart.
 """
 
 from __future__ import annotations
@@ -234,14 +238,28 @@ class ManageSieveContext:
     implicit_tls: bool
     starttls: bool
     allow_plaintext_auth: bool
-    max_scripts: int
-    max_script_size: int
+    #: The server's current configuration (where the live settings are read at use time).
+    config: Callable[[], Any]
     max_redirects: int
     idle_timeout: float
-    auth_failure_delay: float
     max_auth_failures: int
     tls_context_factory: Callable[[], Any]
     reactor: Any
+
+    @property
+    def max_scripts(self) -> int:
+        """Scripts one account may keep (RFC 5804 §1.3 QUOTA/MAXSCRIPTS), as configured now."""
+        return self.config().managesieve.max_scripts
+
+    @property
+    def max_script_size(self) -> int:
+        """Largest script accepted (RFC 5804 §1.3 QUOTA/MAXSIZE), as configured now."""
+        return self.config().managesieve.max_script_size
+
+    @property
+    def auth_failure_delay(self) -> float:
+        """Seconds before a failed login is answered, as configured now."""
+        return self.config().auth.failure_delay
 
 
 class _CloseAfterReply(Exception):
@@ -334,6 +352,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
     # -- input ----------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
+        self.reader.max_literal = self.context.max_script_size  # a live setting
         self.reader.feed(data)
         self._process()
 
@@ -532,6 +551,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         if isinstance(result, Credentials):
             self._sasl = None
             remote_ip = getattr(self.transport.getPeer(), "host", None)
+            self._logins.failure_delay = self.context.auth_failure_delay  # a live setting
             return self._logins.login_deferred(result, remote_ip).addCallback(self._login_finished)
         self._write(quoted(encode_challenge(result)))
         return None
@@ -563,9 +583,11 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         self.state = NOT_AUTHENTICATED
         self._ok("Logged out")
 
-    def _compile(self, text: str) -> defer.Deferred:
+    def _compile(self, text: str, max_script_size: int | None = None) -> defer.Deferred:
         """Compile in a thread: a large script takes longer than the reactor may be held."""
-        limits = SieveLimits(max_script_size=self.context.max_script_size, max_redirects=self.context.max_redirects)
+        if max_script_size is None:
+            max_script_size = self.context.max_script_size
+        limits = SieveLimits(max_script_size=max_script_size, max_redirects=self.context.max_redirects)
         return threads.deferToThreadPool(
             self.context.reactor, self.context.reactor.getThreadPool(), compile_script, text, limits
         )
@@ -600,9 +622,11 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         if name is None or text is None:
             return None
         context = self.context
+        # One reading of the live limits for the whole command, so the check and the store agree.
+        max_scripts, max_script_size = context.max_scripts, context.max_script_size
         try:
             context.scripts.check_space(
-                self.account.id, name, len(strings[1].value), context.max_scripts, context.max_script_size)
+                self.account.id, name, len(strings[1].value), max_scripts, max_script_size)
         except ScriptError as e:
             self._no(str(e), e.code)
             return None
@@ -610,11 +634,11 @@ class ManageSieveSession(Protocol, TimeoutMixin):
 
         async def put() -> None:
             try:
-                await self._compile(text)
+                await self._compile(text, max_script_size)
             except SieveSyntaxError as e:
                 self._no(syntax_error_message(e))
                 return
-            await context.scripts.put_script(account, name, text, context.max_scripts, context.max_script_size)
+            await context.scripts.put_script(account, name, text, max_scripts, max_script_size)
             self._ok("Script stored")
 
         return defer.ensureDeferred(put())
@@ -717,11 +741,9 @@ def build(server: Any, listener: ListenerConfig) -> ManageSieveFactory:
         implicit_tls=listener.tls.implicit,
         starttls=listener.tls.starttls and config.tls.has_default_certificate,
         allow_plaintext_auth=listener.allow_plaintext_auth,
-        max_scripts=settings.max_scripts,
-        max_script_size=settings.max_script_size,
+        config=lambda: server.config,
         max_redirects=settings.max_redirects,
         idle_timeout=settings.idle_timeout,
-        auth_failure_delay=config.auth.failure_delay,
         max_auth_failures=settings.max_auth_failures,
         tls_context_factory=server.tls_context_factory,
         reactor=server.reactor,

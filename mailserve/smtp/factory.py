@@ -5,13 +5,23 @@ each takes the assembled server and one listener's configuration and returns the
 that listener serves.  The factory holds what every session of the listener shares: the
 settings, rate limits, the delivery pipeline, local delivery and the
 outbound queue; the session (``mailserve.smtp.server``) holds only per-connection state.
+
+The ``[smtp]`` limits are taken from the server's *current* configuration: each new session
+gets its ``SessionSettings`` built from ``server.config`` as it is when the client connects
+(the listener's own fields — TLS, submission, plaintext AUTH — kept), and the rate limiters
+read their limits at every check.  So the live settings the admin API changes
+(``mailserve.admin.settings.LIVE_SETTINGS``) apply to the next session or message, as a
+Postfix ``reload`` does for new smtpd processes; a session keeps the limits it started with,
+so what its EHLO advertised (SIZE, RFC 1870 §4) stays true for its whole life.
 Connections are counted and limited before a session exists, once for every listener, by the
 connection gate of ``mailserve.listeners``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.protocol import ServerFactory
@@ -32,7 +42,7 @@ from mailserve.smtp.pipeline import (
 )
 from mailserve.smtp.server import AcceptedRecipient, SessionSettings, SMTPSession, recipients_for_pipeline
 
-__all__ = ["SMTPFactory", "build_mx", "build_submission"]
+__all__ = ["SMTPFactory", "build_mx", "build_submission", "session_settings"]
 
 
 class SMTPFactory(ServerFactory):
@@ -58,7 +68,11 @@ class SMTPFactory(ServerFactory):
         auth_failure_delay: float = 0.0,
         reactor: Any = None,
     ) -> None:
-        self.settings = settings
+        #: The listener's settings; the ``[smtp]`` limits in them are replaced by the current
+        #: configuration's when the factory belongs to a server (see ``settings``).
+        self.listener_settings = settings
+        self._settings = settings
+        self._settings_config: Any = None
         self.core = core
         self.directory = directory
         self.queue = queue
@@ -66,10 +80,11 @@ class SMTPFactory(ServerFactory):
         self.tls_context = tls_context
         self.pipeline = pipeline or DeliveryPipeline()
         self.delivery = LocalDelivery(core, quota_full_permanent)
-        self.ip_rate = RateLimiter(rate_per_ip, 60.0, clock)
-        self.sender_rate = RateLimiter(rate_per_sender, 60.0, clock)
-        #: The assembled server (for its metrics), when built by ``build_mx``/``build_submission``.
+        #: The assembled server (for its metrics and its current configuration), when built by
+        #: ``build_mx``/``build_submission``.
         self.server = server
+        self.ip_rate = RateLimiter(self._live_limit("rate_per_ip", rate_per_ip), 60.0, clock)
+        self.sender_rate = RateLimiter(self._live_limit("rate_per_sender", rate_per_sender), 60.0, clock)
         #: ``OutboundSigner``: DKIM for submissions, ARC seals for forwards (``None``: neither).
         self.signer = signer
         self._auth_failure_delay = auth_failure_delay
@@ -78,6 +93,32 @@ class SMTPFactory(ServerFactory):
 
             reactor = default_reactor
         self.reactor = reactor
+
+    def _current_config(self) -> Any:
+        """The server's configuration as it is now (``None`` for a factory without a server)."""
+        return getattr(self.server, "config", None) if self.server is not None else None
+
+    def _live_limit(self, name: str, fixed: int) -> int | Callable[[], int]:
+        """``smtp.<name>`` read from the current configuration at every check, or ``fixed``."""
+        if self._current_config() is None:
+            return fixed
+        return lambda: getattr(self.server.config.smtp, name)
+
+    @property
+    def settings(self) -> SessionSettings:
+        """The settings a session starting now gets.
+
+        The listener's fields, with the ``[smtp]`` limits of the server's current configuration
+        (rebuilt only when the configuration object was replaced, which the admin API does for
+        a live change).
+        """
+        config = self._current_config()
+        if config is None:
+            return self._settings
+        if config is not self._settings_config:
+            self._settings = session_settings(config, self.listener_settings)
+            self._settings_config = config
+        return self._settings
 
     @property
     def auth_failure_delay(self) -> float:
@@ -216,15 +257,17 @@ def _wants(notify: tuple[str, ...], kind: str) -> bool:
     return kind in notify if notify else kind in ("FAILURE", "DELAY")
 
 
-def _build(server: Any, listener: Any, submission: bool) -> SMTPFactory:
-    config = server.config
+def session_settings(config: Any, listener_settings: SessionSettings) -> SessionSettings:
+    """``listener_settings`` with the hostname and ``[smtp]`` limits of ``config``.
+
+    What a new session of the listener runs with: the listener decides TLS, submission and
+    plaintext AUTH; the configuration decides the limits of RFC 5321 §4.5.3 (sizes, counts,
+    timeouts) and the loop limit of §6.3.
+    """
     smtp = config.smtp
-    settings = SessionSettings(
+    return dataclasses.replace(
+        listener_settings,
         hostname=config.server.hostname,
-        submission=submission,
-        implicit_tls=listener.tls.implicit,
-        starttls=listener.tls.starttls,
-        allow_plaintext_auth=listener.allow_plaintext_auth,
         max_message_size=smtp.max_message_size,
         max_recipients=smtp.max_recipients,
         max_line_length=smtp.max_line_length,
@@ -234,6 +277,18 @@ def _build(server: Any, listener: Any, submission: bool) -> SMTPFactory:
         max_errors=smtp.max_errors,
         max_received=smtp.max_received_headers,
     )
+
+
+def _build(server: Any, listener: Any, submission: bool) -> SMTPFactory:
+    config = server.config
+    smtp = config.smtp
+    settings = session_settings(config, SessionSettings(
+        hostname=config.server.hostname,
+        submission=submission,
+        implicit_tls=listener.tls.implicit,
+        starttls=listener.tls.starttls,
+        allow_plaintext_auth=listener.allow_plaintext_auth,
+    ))
     tls_context = server.tls_context_factory if (listener.tls.starttls or listener.tls.implicit) else None
     return SMTPFactory(
         settings,

@@ -56,7 +56,9 @@ def build(server: Any, listener: Any) -> WebSite:
     if metrics is None:
         # A server assembled without ServerMetrics still gets HTTP latency on /metrics.
         metrics = ServerMetrics(server)
-    admin = AdminService.for_server(server)
+    # One service per server, shared by every HTTP listener: a live-settings change made through
+    # one listener's API (which replaces the service's config) is then seen by all of them.
+    admin = server.shared("web.admin_service", lambda: AdminService.for_server(server))
     auth = Authenticator(server, listener, admin)
     events = RecentEvents()
     api = AdminAPI(server, admin, auth, events, with_queue=has_outbound_queue(server))
