@@ -136,6 +136,15 @@ class ISearchIndex(Interface):
         the candidates further.
         """
 
+    def search_containing(account: int, fields, word: str) -> tuple:
+        """``(found, uncertain)`` for a substring search of one word, answered from the terms.
+
+        ``found``: messages of ``account`` with a term in one of ``fields`` containing ``word``.
+        ``uncertain``: messages in which a field had a word too long to index whole, which the
+        caller must verify by reading them.  Every other indexed message does not contain
+        ``word``: this is what lets IMAP SEARCH BODY answer without scanning every message.
+        """
+
     def close() -> None:
         """Release the index."""
 

@@ -148,10 +148,9 @@ class MailSearch:
         # indexed in between is then in the index's answer, and none slips between both.
         pending = self.indexer.pending(account) if self.indexer is not None else set()
         word = substring_word(needle) if field in _SUBSTRING_FIELDS else None
-        containing = getattr(self.index, "search_containing", None)
-        if word is not None and containing is not None:
+        if word is not None:
             try:
-                found, uncertain = await self._in_thread(containing, account, _SUBSTRING_FIELDS[field], word)
+                found, uncertain = await self._in_thread(self.index.search_containing, account, _SUBSTRING_FIELDS[field], word)
             except ValueError as exc:
                 self.log.debug("index refused {word!r}: {exc}", word=word, exc=exc)
             else:
