@@ -6,8 +6,9 @@ because these machines are noisy; the report gives each round, the medians and t
 * mailserve: ``mailserve serve`` in a subprocess, one MX listener, data in a temporary
   directory. Its ``250`` means the message is committed to the recipient's mailbox (blob
   fsynced, metadata committed).  Mail authentication and the spam filter are off, as the
-  Postfix instance has no such checks (``--filters`` turns them on), and DNS stays on this
-  machine.
+  Postfix instance has no such checks (``--filters`` turns them on).  DNS stays on this
+  machine: an empty authoritative zone on loopback (``tests/dnsfixture.py``) answers every
+  lookup with NXDOMAIN at once, so ``--filters`` measures the checks, not lookup timeouts.
 * Postfix: a private instance (``tests/smtp/postfix.py``) delivering to a virtual Maildir. Its
   ``250`` means the message is fsynced into its incoming queue; final delivery happens after.
 
@@ -52,8 +53,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: An empty authoritative DNS server in its own process; prints its port once listening.
+EMPTY_ZONE = ("from twisted.internet import reactor; from tests.dnsfixture import DNSFixtureServer; "
+              "server = DNSFixtureServer().start(); print(server.port, flush=True); reactor.run()")
+
+
+class EmptyZone:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", EMPTY_ZONE], stdout=subprocess.PIPE, text=True,
+                                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.port = int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 class Mailserve:
     def __init__(self, filters: bool = False) -> None:
+        self.dns = EmptyZone()
         self.root = tempfile.mkdtemp(prefix="mailserve-bench-")
         self.config = os.path.join(self.root, "mailserve.toml")
         enabled = "true" if filters else "false"
@@ -61,10 +79,10 @@ class Mailserve:
             f.write(f'[server]\nhostname = "mail.{DOMAIN}"\ndata_dir = "{self.root}/data"\n'
                     'max_connections_per_ip = 200\n'
                     '[server.listener.mx]\nbind = "127.0.0.1:0"\nprotocol = "smtp"\ntls.starttls = false\n'
-                    # Like the Postfix instance: no sender or content checks, and no DNS beyond
-                    # this machine (a closed loopback port answers every lookup with an error).
+                    # Like the Postfix instance: no sender or content checks unless --filters;
+                    # DNS from the empty zone on loopback (NXDOMAIN for every name, at once).
                     f'[mailauth]\nenabled = {enabled}\n[spam]\nenabled = {enabled}\n'
-                    f'[dns]\nnameservers = ["127.0.0.1:{free_port()}"]\ntimeout = "100ms"\n'
+                    f'[dns]\nnameservers = ["127.0.0.1:{self.dns.port}"]\n'
                     '[logging]\nlevel = "warn"\n')
         cli.main(["domain", "add", DOMAIN, "--config", self.config])
         cli.main(["account", "add", f"{USER}@{DOMAIN}", "--address", f"{USER}@{DOMAIN}",
@@ -90,6 +108,7 @@ class Mailserve:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
+        self.dns.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
