@@ -29,6 +29,7 @@ DOMAIN = "live.example.test"
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 PASSWORD = "alice-password-1"
+SIEVE_API = f"/api/accounts/{ALICE}/sieve"
 #: A failure delay long enough to measure from below, short enough to keep the module fast.
 DELAY = 0.4
 
@@ -300,6 +301,11 @@ def test_managesieve_script_limits_are_read_at_every_putscript(server):
             reply = client.command('PUTSCRIPT "second"', sieve_script(100))
             assert reply.startswith(b"NO (QUOTA/MAXSCRIPTS)")
             assert client.command('HAVESPACE "second" 100').startswith(b"NO (QUOTA/MAXSCRIPTS)")
+            # The admin API stores into the same place under the same limits.
+            reply = server.request("PUT", f"{SIEVE_API}/second", {"script": sieve_script(100).decode()},
+                                   auth=(ALICE, PASSWORD))
+            assert reply.status == 409, reply.body
+            assert "scripts" in reply.json["error"]["message"]
         assert client.command('HAVESPACE "second" 100').startswith(b"OK")
         assert client.command('PUTSCRIPT "first"', sieve_script(2000)).startswith(b"OK")
         with changed(server, managesieve__max_script_size=1024):
@@ -307,6 +313,10 @@ def test_managesieve_script_limits_are_read_at_every_putscript(server):
             reply = client.command('PUTSCRIPT "first"', sieve_script(2000))
             assert reply.startswith(b"NO (QUOTA/MAXSIZE)")
             assert client.command('PUTSCRIPT "first"', sieve_script(1000)).startswith(b"OK")
+            reply = server.request("PUT", f"{SIEVE_API}/first", {"script": sieve_script(2000).decode()},
+                                   auth=(ALICE, PASSWORD))
+            assert reply.status == 413, reply.body
+            assert "1024" in reply.json["error"]["message"]
         assert client.command('PUTSCRIPT "first"', sieve_script(2000)).startswith(b"OK")
         assert client.command('DELETESCRIPT "first"').startswith(b"OK")
     finally:
