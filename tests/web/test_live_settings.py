@@ -45,7 +45,7 @@ OBSERVED = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[RunningServer]:
     running = start_server_process(
-        str(tmp_path_factory.mktemp("live")), ("smtp", "imap", "pop3", "managesieve", "http"),
+        str(tmp_path_factory.mktemp("live")), ("smtp", "submission", "imap", "pop3", "managesieve", "http"),
         sections={"imap": {"auth_failure_delay": 0}, "pop3": {"auth_failure_delay": 0}},
     )
     try:
@@ -323,13 +323,20 @@ def test_managesieve_script_limits_are_read_at_every_putscript(server):
         client.close()
 
 
-# -- auth.failure_delay: ManageSieve and the web login ---------------------------------------------------
+# -- auth.failure_delay: SMTP AUTH, ManageSieve and the web login ----------------------------------------
 def test_auth_failure_delay_applies_to_the_next_failed_login(server):
     client = SieveClient(server.ports["managesieve"])
+    submission = smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10)
     try:
+        submission.ehlo("client.example.test")
         with changed(server, auth__failure_delay=DELAY):
             started = time.monotonic()
             assert client.login(ALICE, "wrong-password").startswith(b"NO")
+            assert time.monotonic() - started >= DELAY
+            started = time.monotonic()
+            token = base64.b64encode(f"\0{ALICE}\0wrong-password".encode()).decode()
+            code, text = submission.docmd("AUTH", f"PLAIN {token}")
+            assert (code, text[:5]) == (535, b"5.7.8")  # RFC 4954 §6
             assert time.monotonic() - started >= DELAY
             started = time.monotonic()
             reply = server.request("POST", "/admin/login", {"login": ALICE, "password": "wrong-password"})
@@ -337,6 +344,7 @@ def test_auth_failure_delay_applies_to_the_next_failed_login(server):
             assert time.monotonic() - started >= DELAY
     finally:
         client.close()
+        submission.close()
 
 
 # -- HTTP ------------------------------------------------------------------------------------------------
