@@ -1832,7 +1832,7 @@ def _render_listeners(ctx: LoadContext, lines: list[str]) -> None:
 
 def render_default_config(data_dir: str, hostname: str) -> str:
     """A complete, commented configuration file with every key and its default, as ``mailserve init``
-    writes it. Only ``hostname``, ``data_dir`` and the listeners are live settings; every other key is
+    writes it. Only ``hostname``, ``data_dir`` and the listeners are set (uncommented lines); every other key is
     shown commented out at its default, so the file parses back to the defaults."""
     ctx = LoadContext(source="<render>", env={}, cwd=os.getcwd(), data_dir=data_dir, hostname=hostname)
     lines = [

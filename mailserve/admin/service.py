@@ -129,7 +129,7 @@ class AdminService:
         self.directory = directory
         self.core = core
         self.metadata = metadata
-        self.config = config
+        self._config = config
         self.credentials = Credentials(metadata, execute=execute, clock=clock)
         #: The one store of Sieve scripts, shared with ManageSieve (RFC 5804) and delivery.
         self.sieve_scripts = SieveScripts(metadata)
@@ -140,6 +140,17 @@ class AdminService:
         self.server = server
         self._clock = clock
         self.started = clock()
+
+    @property
+    def config(self) -> Any:
+        """The running server's configuration (live settings change it), else the one given."""
+        return self.server.config if self.server is not None else self._config
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        if self.server is not None:
+            self.server.config = value
+        self._config = value
 
     @classmethod
     def for_server(cls, server: Any) -> AdminService:

@@ -166,12 +166,13 @@ class CompiledScripts:
     """
 
     def __init__(self, limits: SieveLimits, size: int = SCRIPT_CACHE_SIZE) -> None:
+        #: The limits compiled with when ``get`` is not given others.
         self.limits = limits
         self.size = size
         self._scripts: OrderedDict[bytes, Script] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, text: str) -> Script:
+    def get(self, text: str, limits: SieveLimits | None = None) -> Script:
         """The compiled ``text``; raises ``SieveSyntaxError`` if it does not compile."""
         digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest()
         with self._lock:
@@ -179,7 +180,7 @@ class CompiledScripts:
             if script is not None:
                 self._scripts.move_to_end(digest)
                 return script
-        script = compile_script(text, self.limits)
+        script = compile_script(text, limits or self.limits)
         with self._lock:
             self._scripts[digest] = script
             while len(self._scripts) > self.size:
@@ -285,7 +286,7 @@ class SieveStage:
         queue: Any,
         hostname: str,
         reactor: Any = None,
-        limits: SieveLimits | None = None,
+        limits: SieveLimits | Callable[[], SieveLimits] | None = None,
         max_received: int = 50,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -299,19 +300,27 @@ class SieveStage:
         self.queue = queue
         self.hostname = hostname
         self.reactor = reactor
-        self.limits = limits or SieveLimits()
+        #: Fixed limits, or a callable giving the current ones (the server's live configuration).
+        self._limits = limits or SieveLimits()
         self.max_received = max_received
         self.clock = clock
         self.compiled = CompiledScripts(self.limits)
+
+    @property
+    def limits(self) -> SieveLimits:
+        """The limits in force now: ``managesieve.max_script_size`` is a live setting, and a
+        script accepted under a raised limit must also run at delivery."""
+        return self._limits() if callable(self._limits) else self._limits
 
     @classmethod
     def from_server(cls, server: Any) -> SieveStage:
         """The stage of an assembled ``MailServer`` (what ``mailserve.smtp.stages`` calls)."""
         config = server.config
-        limits = SieveLimits(
-            max_script_size=config.managesieve.max_script_size,
-            max_redirects=config.managesieve.max_redirects,
-        )
+
+        def limits() -> SieveLimits:
+            current = server.config.managesieve
+            return SieveLimits(max_script_size=current.max_script_size, max_redirects=current.max_redirects)
+
         return cls(
             SieveScripts(server.metadata),
             server.core,
@@ -385,7 +394,7 @@ class SieveStage:
             return None
         name, text = active
         try:
-            script = self.compiled.get(text)
+            script = self.compiled.get(text, self.limits)
         except SieveSyntaxError as error:
             return _Plan(name, SieveResult([Keep((), implicit=True)], True, f"script does not compile: {error}"))
         raw = context.message_for(recipient)

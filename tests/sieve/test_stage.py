@@ -536,3 +536,21 @@ async def test_script_sees_the_real_spam_stage_headers_and_verdict(server, stage
     stored = account.mailboxes()
     assert list(stored) == ["Archive"]
     assert header(stored["Archive"][0][1], "X-Spam-Status")[0].startswith("Yes")
+
+
+def test_script_limits_follow_the_live_configuration(tmp_path):
+    """``managesieve.max_script_size`` is live: a script accepted under a raised limit also runs."""
+    from mailserve.admin.settings import apply_live_settings
+    from mailserve.service import MailServer
+    from mailserve.sieve.errors import SieveSyntaxError
+    from mailserve.sieve.stage import SieveStage
+    from tests.e2e.harness import make_config
+
+    server = MailServer(make_config(tmp_path, managesieve={"max_script_size": 1024}))
+    stage = SieveStage.from_server(server)
+    script = "# " + "x" * 2000 + "\nkeep;\n"
+    with pytest.raises(SieveSyntaxError):
+        stage.compiled.get(script, stage.limits)
+    server.config = apply_live_settings(server.config, {"managesieve.max_script_size": 4096})
+    assert stage.limits.max_script_size == 4096
+    assert stage.compiled.get(script, stage.limits) is not None

@@ -435,7 +435,6 @@ async def h_get_config(api: AdminAPI, c: Call) -> Any:
 
 async def h_patch_config(api: AdminAPI, c: Call) -> Any:
     api.server.config = apply_live_settings(api.server.config, c.body)
-    api.admin.config = api.server.config
     api.log.info("live settings changed by {who}: {keys}", who=c.principal.name, keys=", ".join(sorted(c.body)))
     return {"config": config_view(api.server.config), "live": live_settings_view(api.server.config)}
 
