@@ -166,6 +166,16 @@ def check_substring_fields(fields: object) -> tuple[str, ...]:
     return fields
 
 
+def check_substring_request(account: object, fields: object, word: str) -> tuple[tuple[str, ...], str]:
+    """The checked ``(fields, folded word)`` of a ``search_containing`` call, or a ``ValueError``."""
+    check_id(account, "account")
+    checked = check_substring_fields(fields)
+    folded = substring_word(word)
+    if folded is None:
+        raise ValueError(f"not one word: {word[:60]!r}")
+    return checked, folded
+
+
 def check_id(value: object, what: str) -> int:
     """``value`` as an account or message id, or a ``TypeError``/``ValueError`` saying why not."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -32,10 +32,9 @@ from mailserve.storage.search_terms import (
     analyse_documents,
     check_id,
     check_search_field,
-    check_substring_fields,
+    check_substring_request,
     document_key,
     query_terms,
-    substring_word,
 )
 
 __all__ = ["SearchIndexClosed", "SearchIndexLocked", "TantivySearchIndex"]
@@ -160,10 +159,15 @@ class TantivySearchIndex:
                         tantivy.Query.boolean_query([(should, query) for query in alternatives]),
                     )
                 )
-        query = tantivy.Query.boolean_query(clauses)
+        return self._messages(tantivy.Query.boolean_query(clauses))
+
+    def _messages(self, query: tantivy.Query) -> set:
+        """The message ids ``query`` matches.
+
+        Count first (cheap), then collect exactly that many hits, ordered by the fast field
+        so that tantivy hands the message ids back without scoring anything.
+        """
         searcher = self._index.searcher()
-        # Count first (cheap), then collect exactly that many hits, ordered by the fast
-        # field so that tantivy hands the message ids back without scoring anything.
         count = searcher.search(query, limit=1, count=True).count
         if not count:
             return set()
@@ -181,11 +185,7 @@ class TantivySearchIndex:
         Rust, GIL released), never the documents.
         """
         self._check_open()
-        check_id(account, "account")
-        fields = check_substring_fields(fields)
-        folded = substring_word(word)
-        if folded is None:
-            raise ValueError(f"not one word: {word[:60]!r}")
+        fields, folded = check_substring_request(account, fields, word)
         # Letters, digits and marks are never regex syntax, so the word needs no escaping.
         pattern = ".*" + folded + ".*"
         must, should = tantivy.Occur.Must, tantivy.Occur.Should
@@ -193,14 +193,8 @@ class TantivySearchIndex:
 
         def matching(per_field) -> set:
             alternatives = [(should, per_field(name)) for name in fields]
-            query = tantivy.Query.boolean_query([(must, account_query),
-                                                 (must, tantivy.Query.boolean_query(alternatives))])
-            searcher = self._index.searcher()
-            count = searcher.search(query, limit=1, count=True).count
-            if not count:
-                return set()
-            hits = searcher.search(query, limit=count, count=False, order_by_field="message").hits
-            return {message for message, _address in hits}
+            return self._messages(tantivy.Query.boolean_query(
+                [(must, account_query), (must, tantivy.Query.boolean_query(alternatives))]))
 
         found = matching(lambda name: tantivy.Query.regex_query(self._schema, name, pattern))
         uncertain = matching(lambda name: tantivy.Query.term_query(self._schema, name, LONG_WORD_MARKER))

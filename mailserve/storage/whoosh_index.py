@@ -33,10 +33,9 @@ from mailserve.storage.search_terms import (
     analyse_documents,
     check_id,
     check_search_field,
-    check_substring_fields,
+    check_substring_request,
     document_key,
     query_terms,
-    substring_word,
 )
 
 
@@ -238,11 +237,7 @@ class WhooshSearchIndex:
         ``TantivySearchIndex.search_containing``.  Whoosh has no term automaton, so the
         terms of each field are walked here, in Python."""
         self._check_open()
-        check_id(account, "account")
-        fields = check_substring_fields(fields)
-        folded = substring_word(word)
-        if folded is None:
-            raise ValueError(f"not one word: {word[:60]!r}")
+        fields, folded = check_substring_request(account, fields, word)
         needle = folded.encode("utf-8")
         marker = LONG_WORD_MARKER.encode("utf-8")
         with self._searcher_lock:
