@@ -229,6 +229,7 @@ class OutboundQueue(Service):
         tls_options: Any = None,
         clock: Callable[[], float] = time.time,
         local_pipeline: Callable[[], Any] | None = None,
+        metrics: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -249,6 +250,8 @@ class OutboundQueue(Service):
         self.data_timeout = DATA_TERMINATION_TIMEOUT
         self.tls_options = tls_options
         self.clock = clock
+        #: ``ServerMetrics`` (``mailserve_deliveries_total`` by result), or ``None``.
+        self.metrics = metrics
         #: Returns the server's ``DeliveryPipeline`` (called at the first local delivery, since
         #: the pipeline's Sieve stage itself queues into this queue); ``None``: store directly.
         self._server_pipeline = local_pipeline
@@ -279,6 +282,7 @@ class OutboundQueue(Service):
             local_delivery=LocalDelivery(server.core, server.config.smtp.quota_full_permanent),
             directory=server.directory,
             tls_options=kwargs.pop("tls_options", None) or _opportunistic_tls(),
+            metrics=kwargs.pop("metrics", None) or getattr(server, "metrics", None),
             local_pipeline=kwargs.pop("local_pipeline", None) or (lambda: server.delivery_pipeline),
             **kwargs,
         )
@@ -759,6 +763,10 @@ class OutboundQueue(Service):
             return False
 
         release = await self.metadata.write(transaction)
+        if self.metrics is not None:
+            results = {DELIVERED: "delivered", FAILED: "bounced", PENDING: "deferred"}
+            for index in work.outcomes:
+                self.metrics.deliveries.labels(result=results[recipients[index].status]).inc()
         if release:
             await self._in_thread(self._delete_blob, entry.blob_id)
         if report_blobs:

@@ -121,6 +121,10 @@ async def test_permanent_failure_gives_exactly_one_dsn(tmp_path, dns_server):
         here.outbound_queue.wake()
         await sleep(0.5)
         assert len(dsns(here, "alice@example.test")) == 1
+        # mailserve_deliveries_total: one recipient bounced; the other and the DSN were delivered.
+        delivered = here.metrics.deliveries.labels(result="delivered")._value.get()
+        assert here.metrics.deliveries.labels(result="bounced")._value.get() == 1
+        assert delivered == 2
     finally:
         await here.stopService()
         await far.stopService()
