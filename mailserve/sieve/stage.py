@@ -312,6 +312,10 @@ class SieveStage:
         script accepted under a raised limit must also run at delivery."""
         return self._limits() if callable(self._limits) else self._limits
 
+    @limits.setter
+    def limits(self, value: SieveLimits | Callable[[], SieveLimits]) -> None:
+        self._limits = value
+
     @classmethod
     def from_server(cls, server: Any) -> SieveStage:
         """The stage of an assembled ``MailServer`` (what ``mailserve.smtp.stages`` calls)."""
