@@ -25,6 +25,10 @@ from mailserve.core.model import ChangeKind, ChangeSet
 from mailserve.interfaces import ISearchIndex
 
 INDEXED_MODSEQ = b"indexed"
+#: What the index holds for a message (fields, word analysis, the long-word marker).  Bump it
+#: when that changes: a server that finds an index of another format re-indexes every message
+#: from the change log (documents are replaced by key, so the old ones need no clearing).
+INDEX_FORMAT = 2
 
 
 def _addresses(envelope_list) -> str:
@@ -90,10 +94,32 @@ class SearchIndexer(Service):
     def startService(self) -> None:
         super().startService()
         self._unsubscribe = self.core.subscribe(None, self._changed)
+        self._check_format()
         for account in self._accounts():
             checkpoint = self._checkpoint(account)
             for changes in self.core.changes_since(account, checkpoint):
                 self._changed(changes)
+
+    def _check_format(self) -> None:
+        """Start every account over when the index was written in another format."""
+        accounts = self._accounts()
+
+        def fn(txn) -> int | None:
+            stored = txn.get(keys.SEARCH_INDEX_FORMAT)
+            stored = int(stored) if stored is not None else None
+            if stored == INDEX_FORMAT:
+                return stored
+            indexed = [a for a in accounts if txn.counter(keys.counter(a, INDEXED_MODSEQ))]
+            for account in indexed:
+                txn.delete(keys.counter(account, INDEXED_MODSEQ))
+            txn.put(keys.SEARCH_INDEX_FORMAT, str(INDEX_FORMAT).encode("ascii"))
+            return stored if indexed else INDEX_FORMAT
+
+        # Once, at start, before any delivery: a synchronous write keeps the replay below simple.
+        stored = self.core.metadata.write_sync(fn)
+        if stored != INDEX_FORMAT:
+            self.log.warn("search index format {stored} is not {current}: re-indexing every message",
+                          stored=stored, current=INDEX_FORMAT)
 
     def _accounts(self) -> list[int]:
         def fn(txn) -> list[int]:

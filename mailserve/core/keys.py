@@ -15,6 +15,7 @@ key                                       value
 ``m`` acct ``T`` hash(message-id)         thread id of the conversation holding that id
 ``m`` acct ``V`` name                     Sieve script (``mailserve.sieve``)
 ``m`` acct ``v``                          name of the account's active Sieve script
+``m`` acct ``W`` key                      Sieve vacation/duplicate/redirect tracking (expiry)
 ``b`` sha256                              reference count of a blob
 ``p`` sha256                              parsed structure of a blob, cached at ingest
 ``d`` ``D`` domain                        domain record
@@ -26,6 +27,8 @@ key                                       value
 ``d`` ``T`` sha256                        API token
 ``d`` ``K`` domain 0 selector             DKIM signing key of a domain
 ``q`` ...                                 outbound queue (``mailserve.smtp.queue``)
+``s`` ...                                 spam filter: Bayes, greylisting, reputation
+``x`` name                                server-wide values (the search index's format)
 ========================================  =============================================
 
 Integers are big-endian so that byte order is numeric order.  ``acct`` is a u32, ``mbox``,
@@ -304,3 +307,8 @@ def sieve_tracking(acct: int, key: str) -> bytes:
 
 def sieve_tracking_prefix(acct: int) -> bytes:
     return _account(acct, b"W")
+
+
+# -- server-wide values -----------------------------------------------------------------
+#: The format of what the full-text index holds (``mailserve.core.indexer.INDEX_FORMAT``).
+SEARCH_INDEX_FORMAT = b"xsearch-index-format"

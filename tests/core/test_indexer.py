@@ -92,6 +92,36 @@ def test_restart_replays_the_change_log_from_the_checkpoint(core, index_factory)
 
 
 @pytest_twisted.inlineCallbacks
+def test_an_index_of_another_format_is_rebuilt_from_the_change_log(core, index_factory, monkeypatch):
+    from mailserve.core import indexer as indexer_module
+
+    index = index_factory()
+    indexer = SearchIndexer(core, index, batch_size=10, delay=0.01)
+    indexer.startService()
+    inbox = core.find_mailbox(ACCOUNT, "INBOX")
+    kept = yield core.append(ACCOUNT, inbox.id, mail("kept", "alpha"))
+    yield indexer.flush()
+    yield indexer.stopService()
+    index.close()
+    # The same index reopened by a server whose index format is newer: everything is re-indexed.
+    monkeypatch.setattr(indexer_module, "INDEX_FORMAT", indexer_module.INDEX_FORMAT + 1)
+    index = index_factory()
+    indexer = SearchIndexer(core, index, batch_size=10, delay=0.01)
+    indexer.startService()
+    assert indexer.pending(ACCOUNT) == {kept.message}
+    yield indexer.flush()
+    assert index.search(ACCOUNT, "body", "alpha") == {kept.message}
+    yield indexer.stopService()
+    # A restart on the same format replays nothing.
+    index.close()
+    index = index_factory()
+    indexer = SearchIndexer(core, index, batch_size=10, delay=0.01)
+    indexer.startService()
+    assert indexer.pending(ACCOUNT) == set()
+    yield indexer.stopService()
+
+
+@pytest_twisted.inlineCallbacks
 def test_batches_larger_than_batch_size(core, index_factory):
     index = index_factory()
     indexer = SearchIndexer(core, index, batch_size=7, delay=0.01)
