@@ -32,6 +32,16 @@ class BadCommand(ParseError):
         self.code = code
 
 
+class AlreadyAnswered(Exception):
+    """Raised by a handler that sent its own tagged response (STARTTLS)."""
+
+
+def no_args(args: list) -> None:
+    """A command that takes no arguments got some: a syntax error, tagged ``BAD`` (RFC 9051 §7.1.3)."""
+    if args:
+        raise BadCommand("unexpected arguments")
+
+
 def format_internal_date(timestamp: int) -> bytes:
     """``"17-Jul-1996 02:44:25 +0000"``: the ``date-time`` of RFC 9051 §9, in UTC."""
     t = time.gmtime(timestamp)

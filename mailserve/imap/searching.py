@@ -5,6 +5,9 @@ selected mailbox in sequence order, the session's SEARCHRES result (RFC 5182) an
 account's full-text search, then sends the answer in the form the client asked for:
 ``* SEARCH`` (RFC 9051 §7.3.5 in IMAP4rev1 mode), ``* ESEARCH`` (RFC 4731, and always
 for IMAP4rev2, RFC 9051 §6.4.4), ``* SORT`` and ``* THREAD`` (RFC 5256).
+
+``SearchCommands`` holds the ``do_SEARCH``/``do_SORT``/``do_THREAD`` handlers (and their
+UID forms); it is a mixin of ``IMAPServerProtocol``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
 
+from mailserve.core import errors as core_errors
+from mailserve.imap.parser import Atom, ParseError, is_atom
 from mailserve.imap.responses import BadCommand, CommandFailed
 
 if TYPE_CHECKING:
@@ -198,3 +203,52 @@ async def run_thread(session: IMAPServerProtocol, tag: str, args: list, uid: boo
     nodes = await engine.thread(command.algorithm, command.key, context, uid=uid)
     session.send(b"* THREAD " + engine.format_threads(nodes))
     return None
+
+
+class SearchCommands:
+    """The handlers of SEARCH, SORT and THREAD and their UID forms."""
+
+    # SEARCH / SORT / THREAD ----------------------------------------------------------------------
+    async def do_SEARCH(self, tag: str, args: list) -> str | None:
+        return await self._search(tag, args, uid=False)
+
+    async def do_UID_SEARCH(self, tag: str, args: list) -> str | None:
+        return await self._search(tag, args, uid=True)
+
+    async def _search(self, tag: str, args: list, uid: bool) -> str | None:
+        """SEARCH; a SEARCH with SAVE that fails (NO or BAD) empties ``$`` (RFC 5182 §2.1)."""
+        has_return = len(args) > 1 and is_atom(args[0], "RETURN") and isinstance(args[1], list)
+        saves = has_return and any(is_atom(option, "SAVE") for option in args[1])
+        try:
+            charset_at = 2 if has_return else 0
+            if "UTF8=ACCEPT" in self.enabled and len(args) > charset_at and is_atom(args[charset_at], "CHARSET"):
+                # RFC 6855 §3: after ENABLE UTF8=ACCEPT every string is UTF-8; a CHARSET conflicts.
+                raise BadCommand("SEARCH takes no CHARSET after ENABLE UTF8=ACCEPT")
+            return await run_search(self, tag, args, uid=uid)
+        except (ParseError, CommandFailed, core_errors.MailError):
+            if saves:
+                self.saved_result = []
+            raise
+
+    async def do_SORT(self, tag: str, args: list) -> str | None:
+        self._utf8_charset_only(args)
+        return await run_sort(self, tag, args, uid=False)
+
+    async def do_UID_SORT(self, tag: str, args: list) -> str | None:
+        self._utf8_charset_only(args)
+        return await run_sort(self, tag, args, uid=True)
+
+    async def do_THREAD(self, tag: str, args: list) -> str | None:
+        self._utf8_charset_only(args)
+        return await run_thread(self, tag, args, uid=False)
+
+    async def do_UID_THREAD(self, tag: str, args: list) -> str | None:
+        self._utf8_charset_only(args)
+        return await run_thread(self, tag, args, uid=True)
+
+    def _utf8_charset_only(self, args: list) -> None:
+        """RFC 6855 §3 (erratum 4029): after ENABLE UTF8=ACCEPT, SORT and THREAD's charset is UTF-8."""
+        if "UTF8=ACCEPT" in self.enabled and len(args) > 1 and isinstance(args[1], Atom | bytes):
+            charset = args[1].upper() if isinstance(args[1], str) else bytes(args[1]).upper().decode("ascii", "replace")
+            if charset != "UTF-8":
+                raise BadCommand("the charset must be UTF-8 after ENABLE UTF8=ACCEPT")
