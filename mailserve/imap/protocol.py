@@ -14,7 +14,7 @@ Commands run one at a time in arrival order, so a pipelining client (RFC 9051 §
 its responses in order; the bytes of later commands wait in the framer meanwhile.  Mail
 semantics are the core's (``server.core``); this module translates.  Message data for
 FETCH and the SEARCH/SORT/THREAD engines live in ``fetch.py``, ``fetchdata.py`` and
-``search.py``.
+``mailserve.imap.search``.
 """
 
 from __future__ import annotations

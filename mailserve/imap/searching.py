@@ -1,6 +1,6 @@
-"""SEARCH, SORT and THREAD as session commands: the glue between a session and ``search.py``.
+"""SEARCH, SORT and THREAD as session commands: the glue between a session and ``mailserve.imap.search``.
 
-``search.py`` parses search programs and evaluates them; this module gives it the
+``mailserve.imap.search`` parses search programs and evaluates them; this module gives it the
 selected mailbox in sequence order, the session's SEARCHRES result (RFC 5182) and the
 account's full-text search, then sends the answer in the form the client asked for:
 ``* SEARCH`` (RFC 9051 §7.3.5 in IMAP4rev1 mode), ``* ESEARCH`` (RFC 4731, and always
