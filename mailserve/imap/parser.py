@@ -514,17 +514,21 @@ class SequenceSet:
             if lo > hi:
                 lo, hi = hi, lo
             out.append((lo, hi))
-        out.sort()
-        merged: list[tuple[int, int]] = []
-        for lo, hi in out:
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-            else:
-                merged.append((lo, hi))
-        return merged
+        return merge_ranges(out)
 
     def contains(self, value: int, largest: int) -> bool:
         return any(lo <= value <= hi for lo, hi in self.resolve(largest))
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ``(low, high)`` ranges sorted, with overlapping and adjacent ones merged."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def format_sequence_set(numbers: list[int]) -> str:

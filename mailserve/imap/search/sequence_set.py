@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mailserve.imap.parser import merge_ranges
 from mailserve.imap.search.errors import SearchSyntaxError
 from mailserve.imap.search.limits import MAX_NUMBER, MAX_RANGES
 
@@ -35,14 +36,7 @@ class SequenceSet:
             if hi < 1:
                 continue
             out.append((max(lo, 1), hi))
-        out.sort()
-        merged: list[tuple[int, int]] = []
-        for lo, hi in out:
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-            else:
-                merged.append((lo, hi))
-        return merged
+        return merge_ranges(out)
 
 
 def parse_sequence_set(text: str, allow_saved: bool = True) -> SequenceSet:
