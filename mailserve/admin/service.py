@@ -35,6 +35,7 @@ from mailserve.admin.errors import (
     Unavailable,
     classify,
 )
+from mailserve.core import keys
 from mailserve.directory.credentials import Credentials
 from mailserve.mailauth.keystore import SELECTOR, DKIMKey, DKIMKeyStore, make_key
 from mailserve.sieve.scripts import SieveScripts, check_script_name
@@ -499,9 +500,81 @@ class AdminService:
             raise Unavailable(f"the {what} is not available in this server")
         return part
 
-    def outbound_queue(self) -> Any:
-        """The server's ``OutboundQueue``, or :class:`Unavailable` where this build has none."""
-        return self._server_part("outbound_queue", "outbound queue")
+    # -- outbound queue (records kept by ``mailserve.smtp.queue.QueueStore``) ---------------------------
+    @staticmethod
+    def _queue_id(entry_id: int | str) -> int:
+        text = str(entry_id)
+        if not text.isdigit() or len(text) > 18:
+            raise NotFound(f"no queued message {entry_id}")
+        return int(text)
+
+    def list_queue(self) -> Any:
+        """Every queued message (read in a thread on a server: the queue can be long)."""
+        from mailserve.smtp.queue import QueueStore
+
+        return self._blocking(self.metadata.read, QueueStore.list_txn)
+
+    @_errors
+    def show_queued(self, entry_id: int | str) -> Any:
+        from mailserve.smtp.queue import QueueStore
+
+        number = self._queue_id(entry_id)
+        entry = self.metadata.read(lambda txn: QueueStore.get_txn(txn, number))
+        if entry is None:
+            raise NotFound(f"no queued message {number}")
+        return entry
+
+    @_errors
+    def retry_queued(self, entry_id: int | str | None = None) -> Any:
+        """Make one message (or, with ``None``, every one) due now; fires with the ids retried.
+
+        A running server is woken at once; otherwise it sees the change within its poll interval.
+        """
+        from mailserve.smtp.queue import QueueStore
+
+        number = None if entry_id is None else self._queue_id(entry_id)
+        now = self._clock()
+
+        def fn(txn: Any) -> list[int]:
+            ids = [e.id for e in QueueStore.list_txn(txn)] if number is None else [number]
+            done = [i for i in ids if QueueStore.retry_txn(txn, i, now) is not None]
+            if number is not None and not done:
+                raise NotFound(f"no queued message {number}")
+            return done
+
+        def woken(done: list[int]) -> list[int]:
+            queue = getattr(self.server, "outbound_queue", None) if self.server is not None else None
+            if queue is not None and done:
+                queue.wake()
+            return done
+
+        return _then(self._execute(fn), woken)
+
+    @_errors
+    def delete_queued(self, entry_id: int | str) -> Any:
+        """Drop a message without a report to anyone; fires with the removed entry."""
+        from mailserve.smtp.queue import QueueStore
+
+        number = self._queue_id(entry_id)
+
+        def fn(txn: Any) -> tuple[Any, bool]:
+            entry = QueueStore.get_txn(txn, number)
+            if entry is None:
+                raise NotFound(f"no queued message {number}")
+            return entry, QueueStore.remove_txn(txn, entry)
+
+        def release(result: tuple[Any, bool]) -> Any:
+            entry, unreferenced = result
+            if not unreferenced:
+                return entry
+            return _then(self._blocking(self._delete_unreferenced_blob, entry.blob_id), lambda _: entry)
+
+        return _then(self._execute(fn), release)
+
+    def _delete_unreferenced_blob(self, blob_id: str) -> None:
+        # Checked again outside the transaction: a delivery may have stored the same bytes since.
+        if self.metadata.read(lambda txn: txn.get(keys.blob_refs(blob_id))) is None:
+            self.core.blobs.delete(blob_id)
 
     # -- Sieve scripts (the same store and rules as ManageSieve, RFC 5804) ----------------------
     def _sieve_limits(self) -> tuple[int, int]:

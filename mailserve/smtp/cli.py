@@ -2,18 +2,18 @@
 
 The commands open the data directory directly, like every administration command (LMDB
 allows several processes), so they work whether or not the server runs.  A running server
-sees ``retry`` within its poll interval (``mailserve.smtp.queue.POLL_INTERVAL``).
+sees ``retry`` within its poll interval (``mailserve.smtp.queue.POLL_INTERVAL``).  Each action is one
+call of ``mailserve.admin.service.AdminService``, as the HTTP API makes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import time
 from dataclasses import asdict
 from typing import Any
 
-from mailserve.smtp.queue import QueueEntry, QueueStore
+from mailserve.smtp.queue import QueueEntry
 
 __all__ = ["add_queue_commands", "cmd_queue"]
 
@@ -62,47 +62,23 @@ def _details(entry: QueueEntry) -> str:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from mailserve.cli import CommandError, _emit, _open, _table
+    """Each action is one call of the admin service, the same the HTTP API makes."""
+    from mailserve.cli import CommandError, _admin, _emit, _table
 
-    stores = _open(args)
-    metadata = stores.metadata
-    try:
-        if args.action == "list":
-            entries = metadata.read(QueueStore.list_txn)
-            _emit(args, [entry.public() for entry in entries],
-                  _table([_summary(e) for e in entries],
-                         ["ID", "QUEUED", "FROM", "SIZE", "PENDING", "NEXT ATTEMPT", "LAST ERROR"]))
-        elif args.action == "show":
-            entry = metadata.read(lambda txn: QueueStore.get_txn(txn, args.id))
-            if entry is None:
-                raise CommandError(f"no queued message {args.id}; see `mailserve queue list`")
-            _emit(args, entry.public(), _details(entry))
-        elif args.action == "retry":
-            if args.all == (args.id is not None):
-                raise CommandError("give a message id or --all")
-            now = time.time()
-
-            def retry(txn: Any) -> list[int]:
-                ids = [e.id for e in QueueStore.list_txn(txn)] if args.all else [args.id]
-                return [i for i in ids if QueueStore.retry_txn(txn, i, now) is not None]
-
-            done = metadata.write_sync(retry)
-            if not done and not args.all:
-                raise CommandError(f"no queued message {args.id}; see `mailserve queue list`")
-            _emit(args, {"retried": done}, f"{len(done)} message(s) will be retried now")
-        elif args.action == "delete":
-            def delete(txn: Any) -> tuple[QueueEntry | None, bool]:
-                entry = QueueStore.get_txn(txn, args.id)
-                if entry is None:
-                    return None, False
-                return entry, QueueStore.remove_txn(txn, entry)
-
-            entry, release = metadata.write_sync(delete)
-            if entry is None:
-                raise CommandError(f"no queued message {args.id}; see `mailserve queue list`")
-            if release:
-                stores.blobs.delete(entry.blob_id)
-            _emit(args, {"deleted": asdict(entry)["id"]}, f"deleted queued message {entry.id}")
-    finally:
-        stores.close()
+    if args.action == "list":
+        entries = _admin(args, lambda a: a.list_queue())
+        _emit(args, [entry.public() for entry in entries],
+              _table([_summary(e) for e in entries],
+                     ["ID", "QUEUED", "FROM", "SIZE", "PENDING", "NEXT ATTEMPT", "LAST ERROR"]))
+    elif args.action == "show":
+        entry = _admin(args, lambda a: a.show_queued(args.id))
+        _emit(args, entry.public(), _details(entry))
+    elif args.action == "retry":
+        if args.all == (args.id is not None):
+            raise CommandError("give a message id or --all")
+        done = _admin(args, lambda a: a.retry_queued(None if args.all else args.id))
+        _emit(args, {"retried": done}, f"{len(done)} message(s) will be retried now")
+    elif args.action == "delete":
+        entry = _admin(args, lambda a: a.delete_queued(args.id))
+        _emit(args, {"deleted": asdict(entry)["id"]}, f"deleted queued message {entry.id}")
     return 0

@@ -347,59 +347,6 @@ class OutboundQueue(Service):
     def get(self, entry_id: int) -> QueueEntry | None:
         return self.metadata.read(lambda txn: QueueStore.get_txn(txn, entry_id))
 
-    # -- administration (the admin API; ``mailserve queue`` works on the stores of a stopped server) --
-    @staticmethod
-    def _entry_id(entry_id: int | str) -> int | None:
-        text = str(entry_id)
-        return int(text) if text.isdigit() and len(text) < 19 else None
-
-    def list(self) -> defer.Deferred:
-        """Every queued message (read off the reactor thread: the queue can be long)."""
-        return self._in_thread(self.entries)
-
-    def show(self, entry_id: int | str) -> defer.Deferred:
-        """One entry, or ``None`` when there is no such message."""
-        number = self._entry_id(entry_id)
-        if number is None:
-            return defer.succeed(None)
-        return self._in_thread(self.get, number)
-
-    def retry(self, entry_id: int | str) -> defer.Deferred:
-        """Make a message due now; fires with the entry, ``None`` when there is no such message."""
-        number = self._entry_id(entry_id)
-        if number is None:
-            return defer.succeed(None)
-        now = self.clock()
-
-        def woken(entry: QueueEntry | None) -> QueueEntry | None:
-            if entry is not None:
-                self.wake()
-            return entry
-
-        return self.metadata.write(lambda txn: QueueStore.retry_txn(txn, number, now)).addCallback(woken)
-
-    def delete(self, entry_id: int | str) -> defer.Deferred:
-        """Drop a message without a report; fires with the removed entry or ``None``."""
-        number = self._entry_id(entry_id)
-        if number is None:
-            return defer.succeed(None)
-
-        def transaction(txn: Any) -> tuple[QueueEntry | None, bool]:
-            entry = QueueStore.get_txn(txn, number)
-            if entry is None:
-                return None, False
-            return entry, QueueStore.remove_txn(txn, entry)
-
-        async def run() -> QueueEntry | None:
-            entry, release = await self.metadata.write(transaction)
-            if entry is not None:
-                self.log.info("queue {id}: deleted by an administrator", id=entry.id)
-                if release:
-                    await self._in_thread(self._delete_blob, entry.blob_id)
-            return entry
-
-        return defer.ensureDeferred(run())
-
     # -- the service ------------------------------------------------------------------------------
     def startService(self) -> None:
         super().startService()

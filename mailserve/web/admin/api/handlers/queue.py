@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from mailserve.admin.errors import NotFound
 from mailserve.web.admin.api.endpoint import Call
 from mailserve.web.admin.api.handlers.common import _d
 
@@ -25,24 +24,19 @@ def _queue_view(entry: Any) -> dict[str, Any]:
 
 
 async def h_queue_list(api: AdminAPI, c: Call) -> Any:
-    entries = await _d(api.admin.outbound_queue().list())
+    entries = await _d(api.admin.list_queue())
     return [_queue_view(e) for e in entries]
 
 
 async def h_queue_show(api: AdminAPI, c: Call) -> Any:
-    entry = await _d(api.admin.outbound_queue().show(c.params["id"]))
-    if entry is None:
-        raise NotFound(f"no queued message {c.params['id']}")
-    return _queue_view(entry)
+    return _queue_view(await _d(api.admin.show_queued(c.params["id"])))
 
 
 async def h_queue_retry(api: AdminAPI, c: Call) -> Any:
-    if await _d(api.admin.outbound_queue().retry(c.params["id"])) is None:
-        raise NotFound(f"no queued message {c.params['id']}")
+    await _d(api.admin.retry_queued(c.params["id"]))
     return {"updated": str(c.params["id"])}
 
 
 async def h_queue_delete(api: AdminAPI, c: Call) -> Any:
-    if await _d(api.admin.outbound_queue().delete(c.params["id"])) is None:
-        raise NotFound(f"no queued message {c.params['id']}")
+    await _d(api.admin.delete_queued(c.params["id"]))
     return {"removed": str(c.params["id"])}
