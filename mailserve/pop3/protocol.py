@@ -11,7 +11,8 @@ one ``do_X`` handler per command, a table of the commands each state accepts, an
 Commands are read one line at a time and run strictly in order. A handler that has to wait
 (authentication, reading a message, the UPDATE commit) stops the reading of further lines until
 it has answered, so pipelined commands (RFC 2449 §6.6) get their answers in order while the
-reactor keeps serving other connections.
+reactor keeps serving other connections. That loop is ``mailserve.commandloop.CommandLoop``,
+shared with ManageSieve; this module supplies how a line is read and how refusals are worded.
 
 ``pop3.idle_timeout`` and ``pop3.auth_failure_delay`` are live settings: the context reads them
 from the server's current configuration when a session starts and at every login, so a change
@@ -31,6 +32,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailserve.commandloop import CloseAfterReply, CommandLoop
 from mailserve.pop3.maildrop import Maildrop, MaildropLocks, MaildropMessage, load_maildrop
 from mailserve.pop3.transfer import MultilineEncoder, count_lines, cut_after_lines
 from mailserve.sasl import (
@@ -101,17 +103,18 @@ class POP3Context:
         return self.settings().auth_failure_delay
 
 
-class _CloseAfterReply(Exception):
-    """Raised inside a handler to end the session once its reply is sent."""
-
-
 @implementer(interfaces.IPushProducer)
-class POP3Session(Protocol, TimeoutMixin):
+class POP3Session(CommandLoop, Protocol, TimeoutMixin):
     """One POP3 connection."""
 
     log = Logger()
+    protocol_name = "POP3"
+    commands = COMMANDS
+    max_pending_input = MAX_PENDING_INPUT
+    max_bad_commands = MAX_BAD_COMMANDS
 
     def __init__(self, context: POP3Context) -> None:
+        super().__init__()
         self.context = context
         self.callLater = context.reactor.callLater  # TimeoutMixin: the server's reactor
         self.state = AUTHORIZATION
@@ -122,14 +125,9 @@ class POP3Session(Protocol, TimeoutMixin):
         self._logins = LoginGuard(
             context.directory, context.reactor, context.auth_failure_delay, context.max_auth_failures
         )
-        self._bad_commands = 0
         self._input = LineReader(MAX_LINE_LENGTH)
-        self._busy = False
-        self._processing = False
-        self._reading_paused = False
         self._write_paused = False
         self._write_waiters: list[defer.Deferred] = []
-        self._connected = False
         self._locked_account: int | None = None
 
     # -- connection ------------------------------------------------------------------------
@@ -196,59 +194,25 @@ class POP3Session(Protocol, TimeoutMixin):
         self._input.feed(data)
         self._process()
 
-    def _process(self) -> None:
-        """Run complete lines in order, stopping while a command waits for its answer."""
-        if self._processing:
-            return
-        self._processing = True
+    # -- the command loop's hooks (mailserve.commandloop) ----------------------------------------
+    def _next_command(self) -> bytes | None:
         try:
-            while not self._busy and self._connected and not self.transport.disconnecting:
-                try:
-                    line = self._input.next_line()
-                except LineTooLong:
-                    self._err("Line too long")
-                    self.transport.loseConnection()
-                    break
-                if line is None:
-                    break
-                self._run_line(line)
-            if self._busy and self._input.pending_bytes > MAX_PENDING_INPUT and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pauseProducing()
-        finally:
-            self._processing = False
+            return self._input.next_line()
+        except LineTooLong:
+            self._err("Line too long")
+            raise CloseAfterReply() from None
 
-    def _run_line(self, line: bytes) -> None:
-        try:
-            result = self._dispatch(line)
-        except _CloseAfterReply:
-            self.transport.loseConnection()
-            return
-        except Exception:  # noqa: BLE001 - a bug answers one command, never kills the server
-            self.log.failure("POP3 command failed")
-            self._err("Internal server error", "SYS/TEMP")
-            return
-        if isinstance(result, defer.Deferred):
-            self._busy = True
-            result.addErrback(self._command_failed)
-            result.addBoth(self._command_done)
+    def _pending_input(self) -> int:
+        return self._input.pending_bytes
 
-    def _command_failed(self, failure: Failure) -> None:
-        if failure.check(_CloseAfterReply):
-            self.transport.loseConnection()
-            return
-        if not self._connected:
-            return
-        self.log.failure("POP3 command failed", failure)
-        self._err("Internal server error", "SYS/TEMP")
+    def _answer_bad_command(self, text: str) -> None:
+        self._err(text)
 
-    def _command_done(self, _: Any) -> None:
-        self._busy = False
-        if self._reading_paused and self._connected:
-            self._reading_paused = False
-            self.transport.resumeProducing()
-        if self._connected:
-            self._process()
+    def _answer_too_many_bad_commands(self) -> None:
+        self._err("Too many invalid commands, closing connection")
+
+    def _answer_internal_error(self) -> None:
+        self._err("Internal server error", "SYS/TEMP")  # RFC 3206 §4: a transient failure
 
     def _dispatch(self, line: bytes) -> defer.Deferred | None:
         if self._sasl is not None:
@@ -258,24 +222,12 @@ class POP3Session(Protocol, TimeoutMixin):
         except UnicodeDecodeError:
             return self._bad_command("Command is not valid UTF-8")
         keyword, _, rest = text.partition(" ")
-        command = keyword.upper()
-        if not command:
-            return self._bad_command("Empty command")
-        handler = getattr(self, f"do_{command}", None) if command.isalpha() else None
+        handler = self._handler(keyword)
         if handler is None:
-            return self._bad_command("Unknown command")
-        if command not in COMMANDS[self.state]:
-            return self._bad_command(f"{command} is not valid in the {self.state} state")
-        if command == "PASS":  # a password may contain spaces: it is the rest of the line
+            return None
+        if keyword.upper() == "PASS":  # a password may contain spaces: it is the rest of the line
             return handler(rest)
         return handler(*rest.split())
-
-    def _bad_command(self, message: str) -> None:
-        self._bad_commands += 1
-        self._err(message)
-        if self._bad_commands >= MAX_BAD_COMMANDS:
-            self._err("Too many invalid commands, closing connection")
-            raise _CloseAfterReply()
 
     def _arguments(self, args: tuple[str, ...], minimum: int, maximum: int) -> bool:
         if minimum <= len(args) <= maximum:
@@ -410,7 +362,7 @@ class POP3Session(Protocol, TimeoutMixin):
         else:
             self._err("Invalid user name or password", "AUTH")
         if outcome.disconnect:
-            raise _CloseAfterReply()
+            raise CloseAfterReply()
         return None
 
     def _authenticated(self, account: Any) -> defer.Deferred | None:
@@ -581,7 +533,7 @@ class POP3Session(Protocol, TimeoutMixin):
     def do_QUIT(self, *args: str) -> defer.Deferred | None:
         if self.state == AUTHORIZATION:
             self._ok(f"{self.context.hostname} POP3 server signing off")
-            raise _CloseAfterReply()
+            raise CloseAfterReply()
         return defer.ensureDeferred(self._update())
 
     # -- UPDATE state --------------------------------------------------------------------------
@@ -611,7 +563,7 @@ class POP3Session(Protocol, TimeoutMixin):
             self._ok(f"{self.context.hostname} POP3 server signing off ({len(removed)} messages deleted)")
         finally:
             self._release_lock()
-        raise _CloseAfterReply()
+        raise CloseAfterReply()
 
 
 def _find_header_end(data: bytes) -> int:

@@ -8,7 +8,9 @@ meets a script it cannot run. The ``SIEVE`` capability is exactly the interprete
 
 The protocol reads like the RFC: the command table first (which commands each state accepts),
 then one ``do_X`` handler per command. Parsing the IMAP-like command syntax (atoms, quoted
-strings, literals ``{n}`` / ``{n+}``, RFC 5804 §4) is separate from what commands mean.
+strings, literals ``{n}`` / ``{n+}``, RFC 5804 §4) is separate from what commands mean. The
+command loop (one command at a time, pipelined input buffered, the bad-command limit) is
+``mailserve.commandloop.CommandLoop``, shared with POP3.
 
 ``managesieve.max_scripts``, ``managesieve.max_script_size`` and ``auth.failure_delay`` are live
 settings: the context reads them from the server's current configuration at every PUTSCRIPT,
@@ -28,6 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from mailserve.commandloop import BadCommand, CloseAfterReply, CommandLoop
 from mailserve.config import ListenerConfig
 from mailserve.sasl import (
     MECHANISMS,
@@ -262,16 +265,17 @@ class ManageSieveContext:
         return self.config().auth.failure_delay
 
 
-class _CloseAfterReply(Exception):
-    """Raised in a handler to end the session once its reply is sent."""
-
-
-class ManageSieveSession(Protocol, TimeoutMixin):
+class ManageSieveSession(CommandLoop, Protocol, TimeoutMixin):
     """One ManageSieve connection."""
 
     log = Logger()
+    protocol_name = "ManageSieve"
+    commands = COMMANDS
+    max_pending_input = MAX_PENDING_INPUT
+    max_bad_commands = MAX_BAD_COMMANDS
 
     def __init__(self, context: ManageSieveContext) -> None:
+        super().__init__()
         self.context = context
         self.callLater = context.reactor.callLater
         self.state = NOT_AUTHENTICATED
@@ -282,11 +286,6 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         self._logins = LoginGuard(
             context.directory, context.reactor, context.auth_failure_delay, context.max_auth_failures
         )
-        self._bad_commands = 0
-        self._busy = False
-        self._processing = False
-        self._reading_paused = False
-        self._connected = False
 
     # -- connection --------------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -356,73 +355,39 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         self.reader.feed(data)
         self._process()
 
-    def _process(self) -> None:
-        if self._processing:
-            return
-        self._processing = True
+    # -- the command loop's hooks (mailserve.commandloop) ----------------------------------------
+    def _next_command(self) -> list[Atom | String] | None:
         try:
-            while not self._busy and self._connected and not self.transport.disconnecting:
-                try:
-                    tokens = self.reader.next_command()
-                except ProtocolError as e:
-                    if str(e) == "line too long":
-                        self._reply("BYE", "Line too long")
-                        self.transport.loseConnection()
-                        break
-                    self._bad_command(f"Syntax error: {e}")
-                    continue
-                if tokens is None:
-                    break
-                self._run(tokens)
-            if self._busy and self.reader.pending_bytes > MAX_PENDING_INPUT and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pauseProducing()
-        except _CloseAfterReply:
-            self.transport.loseConnection()
-        finally:
-            self._processing = False
+            return self.reader.next_command()
+        except ProtocolError as e:
+            if str(e) == "line too long":
+                self._reply("BYE", "Line too long")
+                raise CloseAfterReply() from None
+            raise BadCommand(f"Syntax error: {e}") from None
 
-    def _run(self, tokens: list[Atom | String]) -> None:
-        try:
-            result = self._dispatch(tokens)
-        except _CloseAfterReply:
-            raise
-        except Exception:  # noqa: BLE001 - a bug answers one command, never kills the server
-            self.log.failure("ManageSieve command failed")
-            self._no("Internal server error", "TRYLATER")
-            return
-        if isinstance(result, defer.Deferred):
-            self._busy = True
-            result.addErrback(self._command_failed)
-            result.addBoth(self._command_done)
+    def _pending_input(self) -> int:
+        return self.reader.pending_bytes
 
-    def _command_failed(self, failure: Failure) -> None:
-        if failure.check(_CloseAfterReply):
-            self.transport.loseConnection()
-            return
-        if not self._connected:
-            return
+    def _answer_bad_command(self, text: str) -> None:
+        self._no(text)
+
+    def _answer_too_many_bad_commands(self) -> None:
+        self._reply("BYE", "Too many invalid commands")
+
+    def _answer_internal_error(self) -> None:
+        self._no("Internal server error", "TRYLATER")  # RFC 5804 §1.3: a temporary failure
+
+    def _answer_failure(self, failure: Failure) -> None:
+        """A ``ScriptError`` is an expected refusal (no such script, over quota; RFC 5804 §1.3)."""
         if failure.check(ScriptError):
             error = failure.value
             self._no(str(error), error.code)
             return
-        self.log.failure("ManageSieve command failed", failure)
-        self._no("Internal server error", "TRYLATER")
+        super()._answer_failure(failure)
 
-    def _command_done(self, _: Any) -> None:
-        self._busy = False
-        if self._reading_paused and self._connected:
-            self._reading_paused = False
-            self.transport.resumeProducing()
-        if self._connected:
-            self._process()
-
-    def _bad_command(self, message: str) -> None:
-        self._bad_commands += 1
-        self._no(message)
-        if self._bad_commands >= MAX_BAD_COMMANDS:
-            self._reply("BYE", "Too many invalid commands")
-            raise _CloseAfterReply()
+    def _wrong_state_text(self, command: str) -> str:
+        reason = "Log in first" if self.state == NOT_AUTHENTICATED else "Not valid after login"
+        return f"{command}: {reason}"
 
     def _dispatch(self, tokens: list[Atom | String]) -> defer.Deferred | None:
         if self._sasl is not None:
@@ -432,13 +397,9 @@ class ManageSieveSession(Protocol, TimeoutMixin):
         first = tokens[0]
         if not isinstance(first, Atom):
             return self._bad_command("Command name expected")
-        command = first.value.upper()
-        handler = getattr(self, f"do_{command}", None) if command.isalpha() else None
+        handler = self._handler(first.value)
         if handler is None:
-            return self._bad_command("Unknown command")
-        if command not in COMMANDS[self.state]:
-            reason = "Log in first" if self.state == NOT_AUTHENTICATED else "Not valid after login"
-            return self._bad_command(f"{command}: {reason}")
+            return None
         return handler(*tokens[1:])
 
     # -- argument helpers ------------------------------------------------------------------------
@@ -485,7 +446,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
 
     def do_LOGOUT(self, *args: Any) -> None:
         self._ok("Logout completed")
-        raise _CloseAfterReply()
+        raise CloseAfterReply()
 
     # -- before authentication -------------------------------------------------------------------
     def do_STARTTLS(self, *args: Any) -> None:
@@ -572,7 +533,7 @@ class ManageSieveSession(Protocol, TimeoutMixin):
             self._no("Invalid user name or password")
         if outcome.disconnect:
             self._reply("BYE", "Too many failed authentications")
-            raise _CloseAfterReply()
+            raise CloseAfterReply()
 
     # -- after authentication ------------------------------------------------------------------------
     def do_UNAUTHENTICATE(self, *args: Any) -> None:
