@@ -34,6 +34,7 @@ from mailserve.core.errors import (
     NoSuchMailbox,
     QuotaExceeded,
 )
+from mailserve.core.flagindex import MailboxFlagIndex, Replay, replay_updates
 from mailserve.core.mime import ParsedMessage, parse_message
 from mailserve.core.model import (
     DEFAULT_MAILBOXES,
@@ -57,6 +58,12 @@ Listener = Callable[[ChangeSet], None]
 FLAGS_SET, FLAGS_ADD, FLAGS_REMOVE = "set", "add", "remove"
 
 MAX_MAILBOX_NAME = 1024
+#: Change-log entries a flag index is brought up to date from on the reactor thread (reading
+#: the records they name costs a few µs each: well under a millisecond); more are read in a
+#: worker thread, and beyond ``MAX_FLAG_REPLAY_ENTRIES`` (or a quarter of the mailbox, where
+#: a replay would cost about what a rebuild does) the index is rebuilt.
+MAX_FLAG_REPLAY_ON_REACTOR = 64
+MAX_FLAG_REPLAY_ENTRIES = 2048
 MAX_MAILBOX_DEPTH = 32
 
 
@@ -168,6 +175,8 @@ class MailCore:
         # Mailbox snapshots by (account, mailbox): (validity, snapshot); see mailbox_snapshot.
         self._snapshots: dict[tuple[int, int], tuple[tuple[int, int, int], MailboxSnapshot]] = {}
         self._snapshot_budget = cache_entries * 32  # messages held in snapshots at most
+        # Flag indexes by (account, mailbox), least recently used first; see flag_index.
+        self._flag_indexes: dict[tuple[int, int], MailboxFlagIndex] = {}
 
     # -- threads -------------------------------------------------------------------
     def _in_thread(self, fn: Callable, *args: Any) -> Deferred:
@@ -503,20 +512,24 @@ class MailCore:
                 decode, from_bytes, get = self._record_cache.decode, Message.from_bytes, txn.get
                 found: set[str] = set()
                 first_unseen = 0
-                for position, (_, msgid) in enumerate(uids, 1):
+                index = MailboxFlagIndex(account, mailbox, at)
+                for position, (uid_, msgid) in enumerate(uids, 1):
                     data = get(prefix + keys.U32.pack(msgid))
                     if data is None:
                         continue
                     message = decode(msgid, data, from_bytes)
                     found.update(message.keywords)
+                    index.set(uid_, message.keywords, message.modseq)
                     if not first_unseen and not message.seen:
                         first_unseen = position
                 keywords = frozenset(k for k in found if not k.startswith("\\"))
-                return MailboxSnapshot(box, uids, keywords, first_unseen, at)
+                return MailboxSnapshot(box, uids, keywords, first_unseen, at), index
 
             return self.metadata.read(fn)
 
-        def keep(snapshot: MailboxSnapshot) -> MailboxSnapshot:
+        def keep(built: tuple[MailboxSnapshot, MailboxFlagIndex]) -> MailboxSnapshot:
+            snapshot, index = built
+            self._keep_flag_index(index)
             box = snapshot.mailbox
             if len(snapshot.uids) <= self._snapshot_budget:
                 self._snapshots.pop(key, None)
@@ -528,6 +541,150 @@ class MailCore:
             return snapshot
 
         return self._in_thread(build).addCallback(keep)
+
+    def flag_index(self, account: int, mailbox: int) -> Deferred:
+        """The mailbox's ``MailboxFlagIndex``, exact as of now (fires ``NoSuchMailbox`` if none).
+
+        What a flag resync FETCH reads instead of every message record (RFC 9051 §6.4.5 FLAGS
+        and UID, RFC 7162 §3.1.4 MODSEQ and CHANGEDSINCE).  A kept index is brought up to
+        date from the change log before it is handed out -- nothing to do when the account's
+        modseq has not moved -- so a change committed by another session or another process
+        is seen by the next FETCH.  A short stretch of log is replayed on the calling
+        (reactor) thread, a longer one read in a worker thread; an index missing, or behind
+        by more than a rebuild costs, is built in a worker thread from the records.  With
+        caching off (``cache_entries=0``) this fires None and the caller reads records.
+        """
+        from twisted.internet.defer import fail, succeed
+
+        if self._snapshot_budget <= 0:
+            return succeed(None)
+        key = (account, mailbox)
+        index = self._flag_indexes.get(key)
+        if index is None:
+            return self._build_flag_index(account, mailbox)
+        start = index.modseq
+        try:
+            read = self.metadata.read(self._flag_replay_reader(index, MAX_FLAG_REPLAY_ON_REACTOR))
+        except NoSuchMailbox:
+            self._flag_indexes.pop(key, None)
+            return fail()
+        if read is not None:
+            self._apply_flag_replay(index, *read)
+            self._flag_indexes[key] = self._flag_indexes.pop(key)  # most recently used
+            return succeed(index)
+        limit = max(MAX_FLAG_REPLAY_ENTRIES, len(index) // 4)
+
+        def replayed(read):
+            if read is None:  # further behind than a rebuild costs
+                self._flag_indexes.pop(key, None)
+                return self._build_flag_index(account, mailbox)
+            if index.modseq != start or self._flag_indexes.get(key) is not index:
+                return self.flag_index(account, mailbox)  # refreshed or replaced meanwhile
+            self._apply_flag_replay(index, *read)
+            return index
+
+        def gone(failure):
+            failure.trap(NoSuchMailbox)
+            self._flag_indexes.pop(key, None)
+            return failure
+
+        return self._in_thread(self.metadata.read, self._flag_replay_reader(index, limit)).addCallbacks(
+            replayed, gone)
+
+    def _build_flag_index(self, account: int, mailbox: int) -> Deferred:
+        """Build the index from the records in a worker thread, then replay what was
+        committed meanwhile (on the reactor) and keep it."""
+
+        def build() -> MailboxFlagIndex:
+            def fn(txn) -> MailboxFlagIndex:
+                if txn.get(keys.mailbox(account, mailbox)) is None:
+                    raise NoSuchMailbox(f"no such mailbox: {mailbox}")
+                built = MailboxFlagIndex(account, mailbox, txn.counter(keys.counter(account, keys.MODSEQ)))
+                unpack_u32 = keys.U32.unpack
+                prefix = keys.message(account, 0)[:-4]
+                decode, from_bytes, get = self._record_cache.decode, Message.from_bytes, txn.get
+                for k, v in txn.scan(keys.uids_prefix(account, mailbox)):
+                    msgid = unpack_u32(v)[0]
+                    data = get(prefix + v)
+                    if data is not None:
+                        message = decode(msgid, data, from_bytes)
+                        built.set(keys.uid_from_key(k), message.keywords, message.modseq)
+                return built
+
+            return self.metadata.read(fn)
+
+        def keep(built: MailboxFlagIndex) -> MailboxFlagIndex | None:
+            read = self.metadata.read(self._flag_replay_reader(built, MAX_FLAG_REPLAY_ON_REACTOR))
+            if read is None:
+                return None  # a burst of writes outran the build: this caller reads records
+            self._apply_flag_replay(built, *read)
+            self._keep_flag_index(built)
+            return built
+
+        return self._in_thread(build).addCallback(keep)
+
+    def _flag_replay_reader(self, index: MailboxFlagIndex, limit: int) -> Callable:
+        """A read-transaction function: what brings ``index`` to the committed state.
+
+        The account modseq, the change sets after the index's modseq and the records they
+        name are read in one transaction, so the result is one committed state.  The change
+        log is written in the transaction of every mutation (``_Mutation.finish``), which is
+        what makes the replay exact.  The function returns ``(now, replay, records)``
+        (``replay`` None when nothing changed), or None when the log holds more than
+        ``limit`` entries since the index's modseq, or the account's modseq went back (the
+        account was removed): then the index must be rebuilt.  It raises ``NoSuchMailbox``
+        when the mailbox is gone.  It only reads, so it may run in a worker thread.
+        """
+        account, mailbox, since = index.account, index.mailbox, index.modseq
+        prefix = keys.message(account, 0)[:-4]
+        decode, from_bytes = self._record_cache.decode, Message.from_bytes
+
+        def fn(txn):
+            now = txn.counter(keys.counter(account, keys.MODSEQ))
+            if now == since:
+                return now, None, ()
+            if now < since:
+                return None
+            replay = Replay()
+            start = keys.change(account, since + 1)
+            end = keys.change(account, now) + b"\xff"
+            for k, v in txn.scan(start, end):
+                replay.note(mailbox, ChangeSet.from_bytes(account, keys.modseq_from_change_key(k), v))
+                if replay.entries > limit:
+                    return None
+            if replay.mailbox_gone or txn.get(keys.mailbox(account, mailbox)) is None:
+                raise NoSuchMailbox(f"no such mailbox: {mailbox}")
+            get, pack_id = txn.get, keys.U32.pack
+            records = []
+            for msgid in replay.touched:
+                data = get(prefix + pack_id(msgid))
+                records.append((msgid, decode(msgid, data, from_bytes) if data is not None else None))
+            return now, replay, records
+
+        return fn
+
+    @staticmethod
+    def _apply_flag_replay(index: MailboxFlagIndex, now: int, replay: Replay | None, records) -> None:
+        """Apply what ``_flag_replay_reader`` read (on the reactor: the index is only ever
+        changed there)."""
+        if replay is not None:
+            for uid_ in replay.removed:
+                index.discard(uid_)
+            for uid_, keywords, modseq in replay_updates(index.mailbox, replay, records):
+                index.set(uid_, keywords, modseq)
+        index.modseq = now
+
+    def _keep_flag_index(self, index: MailboxFlagIndex) -> None:
+        """Keep ``index``, within the same message budget as the snapshots, oldest out first."""
+        key = (index.account, index.mailbox)
+        self._flag_indexes.pop(key, None)
+        if len(index) > self._snapshot_budget:
+            return
+        self._flag_indexes[key] = index
+        total = sum(len(i) for i in self._flag_indexes.values())
+        while total > self._snapshot_budget:
+            oldest = next(iter(self._flag_indexes))
+            total -= len(self._flag_indexes.pop(oldest))
 
     def get_messages(self, account: int, message_ids: Iterable[int]) -> list[Message | None]:
         """The records of ``message_ids`` (None where there is none), in one read transaction.

@@ -4,6 +4,9 @@ The item grammar is RFC 9051 §6.4.5 (plus BINARY of RFC 3516 and MODSEQ / CHANG
 VANISHED of RFC 7162).  The data comes from the message record (flags, size, dates,
 modseq), the structure parsed at ingest (ENVELOPE, BODYSTRUCTURE, section offsets) and
 byte ranges of the blob (bodies, read off the reactor thread) -- never from re-parsing.
+A FETCH of UID, FLAGS and MODSEQ only -- the flag resync every client does -- reads no
+record at all: it is answered from the core's per-mailbox flag index
+(``mailserve.core.flagindex``), brought up to the committed state before each chunk.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
 
+from mailserve.core.errors import NoSuchMailbox
 from mailserve.core.mailcore import FLAGS_ADD
 from mailserve.imap import fetchdata
 from mailserve.imap.parser import MAX_NUMBER64, Atom, is_atom, number
@@ -152,6 +156,9 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
             await core.store_flags(account, view.mailbox_id, unseen, FLAGS_ADD, ["\\Seen"])
             view.forget_flag_changes(unseen)
             newly_seen = set(unseen)
+    if (_FLAG_INDEX_ITEMS.issuperset(i.name for i in request.items) and not request.sets_seen
+            and await _fetch_from_flag_index(session, pairs, request)):
+        return
     wants_flags = any(i.name == "FLAGS" for i in request.items)
     simple = all(i.spec is None and i.name in _CACHED_ITEMS for i in request.items)
     needs_parsed = request.needs_parsed
@@ -184,6 +191,81 @@ async def run_fetch(session: IMAPServerProtocol, pairs: list[tuple[int, int]], r
             await task.deferLater(session.server.reactor, 0, lambda: None)
 
 
+#: Items answered from the core's per-mailbox flag index (the flag resync every client does).
+_FLAG_INDEX_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+
+
+async def _fetch_from_flag_index(session: IMAPServerProtocol, pairs: list[tuple[int, int]],
+                                 request: FetchRequest) -> bool:
+    """FETCH of UID, FLAGS and MODSEQ only, answered from ``MailCore.flag_index``.
+
+    The index is brought up to the committed state before every chunk (one change-log read
+    when nothing changed), so what is sent is exactly what a read of the records would give:
+    a message another session or process expunged meanwhile is skipped (reported when
+    allowed, RFC 9051 §7.5.1), and CHANGEDSINCE compares the committed modseq (RFC 7162
+    §3.1.4.1).  Returns False, having sent nothing, when the core keeps no index (caching
+    off); the caller then reads records.
+    """
+    view = session.selected
+    assert view is not None
+    core = session.core
+    changed_since = request.changed_since
+    flags_of = _FlagsMemo(session, view.recent)
+    names = [i.name for i in request.items]
+    for start in range(0, len(pairs), CHUNK):
+        try:
+            index = await core.flag_index(view.account, view.mailbox_id)
+        except NoSuchMailbox:
+            return True  # deleted meanwhile: its messages went with it, the view learns so
+        if index is None:
+            if start == 0:
+                return False
+            await _fetch_records_chunk(session, pairs[start:], request, flags_of)
+            return True
+        get = index.get
+        send = session.send
+        for seq, uid in pairs[start:start + CHUNK]:
+            state = get(uid)
+            if state is None:
+                continue  # expunged by another session; reported when allowed (§7.5.1)
+            keywords, modseq = state
+            if changed_since is not None and modseq <= changed_since:
+                continue
+            parts = []
+            for name in names:
+                if name == "UID":
+                    parts.append(b"UID %d" % uid)
+                elif name == "FLAGS":
+                    parts.append(b"FLAGS " + flags_of.keywords(keywords, uid))
+                else:
+                    parts.append(b"MODSEQ (%d)" % modseq)
+            send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
+        if start + CHUNK < len(pairs):
+            session.flush()
+            await task.deferLater(session.server.reactor, 0, lambda: None)
+    return True
+
+
+async def _fetch_records_chunk(session: IMAPServerProtocol, pairs: list[tuple[int, int]],
+                               request: FetchRequest, flags_of: _FlagsMemo) -> None:
+    """The rest of a flag-index FETCH when the index could not be kept up (a write burst)."""
+    view = session.selected
+    assert view is not None
+    for start in range(0, len(pairs), CHUNK):
+        batch = pairs[start:start + CHUNK]
+        messages = session.core.get_messages(view.account, [view.message_ids[u] for _, u in batch])
+        for (seq, uid), message in zip(batch, messages, strict=True):
+            if message is None or view.mailbox_id not in message.mailboxes:
+                continue
+            if request.changed_since is not None and message.modseq <= request.changed_since:
+                continue
+            parts = _cached_items(session, request, uid, message, None, flags_of)
+            session.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
+        if start + CHUNK < len(pairs):
+            session.flush()
+            await task.deferLater(session.server.reactor, 0, lambda: None)
+
+
 #: Items answered from the message record alone (the common flag-sync FETCH).
 _RECORD_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 #: Items answered without reading the blob: the record, and renderings of the parse.
@@ -205,11 +287,22 @@ class _FlagsMemo:
         self._formatted: dict[tuple[frozenset[str], bool], bytes] = {}
 
     def __call__(self, message: Any, uid: int) -> bytes:
-        key = (message.keywords, uid in self._recent)
+        return self.keywords(message.keywords, uid)
+
+    def keywords(self, keywords: frozenset[str], uid: int) -> bytes:
+        """``FLAGS (...)`` for a message with ``keywords`` (its flags, system ones included)."""
+        key = (keywords, uid in self._recent)
         value = self._formatted.get(key)
         if value is None:
-            value = self._formatted[key] = self._session._flags(message, uid)
+            value = self._formatted[key] = self._session._flags(_Keywords(keywords), uid)
         return value
+
+
+@dataclass(frozen=True)
+class _Keywords:
+    """The one attribute of a message ``session._flags`` reads."""
+
+    keywords: frozenset[str]
 
 
 def _cached_items(session: IMAPServerProtocol, request: FetchRequest, uid: int, message: Any,
