@@ -13,6 +13,7 @@ and are found by the protocol's ``do_<COMMAND>`` dispatch.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from twisted.internet import task
 
@@ -158,13 +159,39 @@ class MailboxCommands:
         return sorted(gone)
 
     async def _fetch_changed(self, view: SelectedMailbox, pairs: list[tuple[int, int]], modseq: int) -> None:
+        """The untagged FETCH of every message changed after ``modseq`` (RFC 7162 §3.2.5.2).
+
+        Answered from the core's flag index (``MailCore.flag_index``: UID -> keywords and
+        modseq, brought to the committed state before each chunk), so a SELECT of a large
+        mailbox reads no message record; a message expunged meanwhile is skipped, exactly as
+        a read of its record would.  With caching off the core keeps no index and the
+        records are read.
+        """
+        formatted: dict[tuple[frozenset[str], bool], bytes] = {}
+        recent = view.recent
         for start in range(0, len(pairs), CHUNK * 4):
             batch = pairs[start:start + CHUNK * 4]
-            messages = self.core.get_messages(view.account, [view.message_ids[u] for _, u in batch])
-            for (seq, uid), message in zip(batch, messages, strict=True):
-                if message is not None and message.modseq > modseq:
-                    self.send(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))"
-                              % (seq, uid, self._flags(message, uid), message.modseq))
+            try:
+                index = await self.core.flag_index(view.account, view.mailbox_id)
+            except core_errors.NoSuchMailbox:
+                return  # deleted meanwhile: its messages went with it, the view learns so
+            if index is None:
+                messages = self.core.get_messages(view.account, [view.message_ids[u] for _, u in batch])
+                for (seq, uid), message in zip(batch, messages, strict=True):
+                    if message is not None and message.modseq > modseq:
+                        self.send(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))"
+                                  % (seq, uid, self._flags(message, uid), message.modseq))
+            else:
+                get = index.get
+                for seq, uid in batch:
+                    state = get(uid)
+                    if state is None or state[1] <= modseq:
+                        continue
+                    key = (state[0], uid in recent)
+                    flags = formatted.get(key)
+                    if flags is None:
+                        flags = formatted[key] = self._flags(_Keywords(state[0]), uid)
+                    self.send(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))" % (seq, uid, flags, state[1]))
             await task.deferLater(self.server.reactor, 0, lambda: None)
 
     async def do_CREATE(self, tag: str, args: list) -> str | None:
@@ -508,3 +535,10 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     if pattern[:5].upper() == "INBOX" and (len(pattern) == 5 or pattern[5] in (SEPARATOR, "*", "%")):
         regex = "(?i:INBOX)" + "".join(out[5:])
     return re.compile("^" + regex + "$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _Keywords:
+    """The one attribute of a message ``session._flags`` reads."""
+
+    keywords: frozenset[str]
