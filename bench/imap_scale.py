@@ -13,7 +13,9 @@ each on a fresh connection, it times:
   without an FTS plugin, its default -- by reading the messages)
 * ``STATUS INBOX (MESSAGES UIDNEXT UNSEEN)`` (from the authenticated state)
 
-and prints the median of each, in milliseconds.
+and, after those rounds, ``--repeat`` more of: APPEND ``--appended`` messages (10) on one
+connection, then ``SELECT INBOX`` on a fresh one -- the first SELECT after a change, which a
+client opening a mailbox that received new mail pays.  It prints the median of each, in milliseconds.
 
     PYTHONPATH=. python bench/imap_scale.py [--sizes 10000,100000] [--repeat 3]
 
@@ -175,10 +177,32 @@ def timed(server, repeat_label: str) -> dict[str, float]:
     return {name: seconds * 1000 for name, seconds in out.items()}
 
 
+def select_after_append(server, appended: int) -> float:
+    """APPEND ``appended`` messages, then time SELECT on a fresh connection (ms)."""
+    client = connect(server.port)
+    for i in range(appended):
+        body = (f"From: bench@{DOMAIN}\r\nTo: {USER}\r\nSubject: new {i}\r\n"
+                f"Message-ID: <new{server.count}.{i}@{DOMAIN}>\r\n\r\nJust arrived {i}.\r\n").encode()
+        typ, data = client.append("INBOX", None, None, body)
+        if typ != "OK":
+            raise RuntimeError(f"{server.name}: APPEND failed: {data}")
+    server.count += appended
+    client.logout()
+    client = connect(server.port)
+    began = time.perf_counter()
+    typ, data = client.select("INBOX")
+    elapsed = time.perf_counter() - began
+    if typ != "OK" or int(data[0]) != server.count:
+        raise RuntimeError(f"{server.name}: SELECT after APPEND said {data}")
+    client.logout()
+    return elapsed * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--appended", type=int, default=10)
     parser.add_argument("--fill", nargs=2, metavar=("CONFIG", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fill:
@@ -200,6 +224,11 @@ def main() -> int:
                 for server in servers:
                     for name, ms in timed(server, str(round_)).items():
                         results[server.name].setdefault(name, []).append(ms)
+            label = f"SELECT after APPEND of {args.appended}"
+            for _round in range(args.repeat):
+                for server in servers:
+                    results[server.name].setdefault(label, []).append(
+                        select_after_append(server, args.appended))
             for name in results[servers[0].name]:
                 ours = statistics.median(results["mailserve"][name])
                 theirs = statistics.median(results["dovecot"][name])

@@ -32,7 +32,7 @@ MessageState = tuple[frozenset[str], int]
 class MailboxFlagIndex:
     """UID -> ``(keywords, modseq)`` of every message in one mailbox, at account modseq ``modseq``."""
 
-    __slots__ = ("_interned", "_states", "account", "mailbox", "modseq")
+    __slots__ = ("_counts", "_interned", "_states", "account", "mailbox", "modseq")
 
     def __init__(self, account: int, mailbox: int, modseq: int) -> None:
         self.account = account
@@ -40,6 +40,9 @@ class MailboxFlagIndex:
         self.modseq = modseq
         self._states: dict[int, MessageState] = {}
         self._interned: dict[frozenset[str], frozenset[str]] = {}
+        # How many messages carry each distinct keyword set: the mailbox's keywords (the
+        # SELECT FLAGS response, RFC 9051 §7.3.5) are the union of the sets still counted.
+        self._counts: dict[frozenset[str], int] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -50,10 +53,40 @@ class MailboxFlagIndex:
 
     def set(self, uid: int, keywords: frozenset[str], modseq: int) -> None:
         interned = self._interned.setdefault(keywords, keywords)
+        counts = self._counts
+        old = self._states.get(uid)
+        if old is not None:
+            self._uncount(old[0])
+        counts[interned] = counts.get(interned, 0) + 1
         self._states[uid] = (interned, modseq)
 
     def discard(self, uid: int) -> None:
-        self._states.pop(uid, None)
+        old = self._states.pop(uid, None)
+        if old is not None:
+            self._uncount(old[0])
+
+    def _uncount(self, keywords: frozenset[str]) -> None:
+        left = self._counts[keywords] - 1
+        if left:
+            self._counts[keywords] = left
+        else:
+            del self._counts[keywords]
+            del self._interned[keywords]
+
+    def keywords_in_use(self) -> frozenset[str]:
+        """Every flag set on at least one message (system flags included)."""
+        found: set[str] = set()
+        for keywords in self._counts:
+            found.update(keywords)
+        return frozenset(found)
+
+    def copy(self) -> MailboxFlagIndex:
+        """An independent copy (the SELECT snapshot keeps its own, at its own modseq)."""
+        other = MailboxFlagIndex(self.account, self.mailbox, self.modseq)
+        other._states = dict(self._states)
+        other._interned = dict(self._interned)
+        other._counts = dict(self._counts)
+        return other
 
     def uids(self) -> list[int]:
         """Every UID held, ascending (for checks against the mailbox's UID index)."""

@@ -15,8 +15,10 @@ reactor thread; mutations return Deferreds.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -127,6 +129,85 @@ class _Mutation:
         return changes
 
 
+#: How far past the previous first unseen message a snapshot replay looks for the next one
+#: (a dict look-up each, well under a millisecond); further, the snapshot is rebuilt.
+MAX_FIRST_UNSEEN_SCAN = 4096
+_SEEN = "\\Seen"
+
+
+def _advance_snapshot(snapshot: MailboxSnapshot, state: MailboxFlagIndex, box: Mailbox, now: int,
+                      replay: Replay | None, records: Sequence[tuple[int, Message | None]]) -> MailboxSnapshot | None:
+    """``snapshot`` brought to account modseq ``now`` by what ``MailCore._flag_replay_reader`` read.
+
+    ``state`` is the snapshot's own flag index at the snapshot's modseq; it is updated in
+    place (on the reactor).  The result equals a fresh build: UIDs that left the mailbox go,
+    messages that entered it (always above every UID it had: UIDs only grow, RFC 9051
+    §2.3.1.1) are appended, the FLAGS keywords are the union of the keyword sets the index
+    still counts, and the first unseen message (RFC 3501 §7.1 UNSEEN) is the least of the
+    re-read unseen messages and the first unseen one at or after the previous one -- every
+    message before that was seen and untouched.  None when that scan would go further than
+    ``MAX_FIRST_UNSEEN_SCAN``: the caller rebuilds.
+    """
+    if replay is None:
+        state.modseq = now
+        return replace(snapshot, mailbox=box, modseq=now)
+    old = snapshot.uids
+    previous_first = old[snapshot.first_unseen - 1][0] if snapshot.first_unseen else 0
+    uids = list(old)
+    uid_of = itemgetter(0)
+    gone = [u for u in replay.removed if state.get(u) is not None]
+    for uid_ in replay.removed:
+        state.discard(uid_)
+    if len(gone) > 64:
+        dropped = set(gone)
+        uids = [pair for pair in uids if pair[0] not in dropped]
+    else:
+        for uid_ in gone:
+            at = bisect_left(uids, uid_, key=uid_of)
+            if at < len(uids) and uids[at][0] == uid_:
+                del uids[at]
+    mailbox = state.mailbox
+    added: list[tuple[int, int]] = []
+    unseen: list[int] = []
+    for msgid, message in records:
+        if message is None:
+            continue
+        uid_ = message.mailboxes.get(mailbox)
+        if uid_ is None:
+            continue
+        if state.get(uid_) is None:
+            added.append((uid_, msgid))
+        state.set(uid_, message.keywords, message.modseq)
+        if _SEEN not in message.keywords:
+            unseen.append(uid_)
+    if added:
+        added.sort()
+        if uids and added[0][0] < uids[-1][0]:
+            uids = sorted(uids + added)
+        else:
+            uids.extend(added)
+    best = min(unseen) if unseen else 0
+    if previous_first:
+        at = bisect_left(uids, previous_first, key=uid_of)
+        end = min(len(uids), at + MAX_FIRST_UNSEEN_SCAN)
+        get = state.get
+        for position in range(at, end):
+            uid_ = uids[position][0]
+            if best and uid_ >= best:
+                break
+            found = get(uid_)
+            if found is not None and _SEEN not in found[0]:
+                best = uid_
+                break
+        else:
+            if end < len(uids):
+                return None
+    first_unseen = bisect_left(uids, best, key=uid_of) + 1 if best else 0
+    keywords = frozenset(k for k in state.keywords_in_use() if not k.startswith("\\"))
+    state.modseq = now
+    return MailboxSnapshot(box, uids, keywords, first_unseen, now)
+
+
 def canonical_mailbox_name(name: str) -> str:
     """Validate a mailbox name; INBOX is case-insensitive (RFC 9051 §5.1)."""
     if not name or len(name) > MAX_MAILBOX_NAME:
@@ -172,8 +253,9 @@ class MailCore:
         #: Values derived from immutable blobs: parses, protocol renderings of them.
         self.blob_cache = BlobDerivedCache(cache_entries)
         self._record_cache = RecordCache(cache_entries * 4)
-        # Mailbox snapshots by (account, mailbox): (validity, snapshot); see mailbox_snapshot.
-        self._snapshots: dict[tuple[int, int], tuple[tuple[int, int, int], MailboxSnapshot]] = {}
+        # Mailbox snapshots by (account, mailbox): (validity, snapshot, its own flag index at
+        # the snapshot's modseq); see mailbox_snapshot.
+        self._snapshots: dict[tuple[int, int], tuple[tuple[int, int, int], MailboxSnapshot, MailboxFlagIndex]] = {}
         self._snapshot_budget = cache_entries * 32  # messages held in snapshots at most
         # Flag indexes by (account, mailbox), least recently used first; see flag_index.
         self._flag_indexes: dict[tuple[int, int], MailboxFlagIndex] = {}
@@ -483,7 +565,12 @@ class MailCore:
         while the mailbox's ``highest_modseq`` (bumped by every change to its messages or
         their flags, the CONDSTORE rule of RFC 7162 §3.1.1) and ``uidnext`` are unchanged,
         the kept snapshot is still exact and re-opening the mailbox costs one record read,
-        as Dovecot's index makes it.  Snapshots are kept up to a total number of messages.
+        as Dovecot's index makes it.  When the mailbox did change, the kept snapshot is
+        brought up to date from the change log, as the flag index is (``flag_index``): the
+        log after the snapshot's modseq and the records it names are read in one
+        transaction -- on the reactor for a short stretch, in a worker thread for a longer
+        one -- and only when the log is longer than a rebuild costs is the snapshot built
+        again.  Snapshots are kept up to a total number of messages.
         """
         from twisted.internet.defer import fail, succeed
 
@@ -498,14 +585,26 @@ class MailCore:
         try:
             record, modseq = self.metadata.read(current)
         except NoSuchMailbox:
+            self._snapshots.pop(key, None)
             return fail()
         kept = self._snapshots.get(key)
         if kept is not None and kept[0] == (record.highest_modseq, record.uidnext, record.messages):
             return succeed(replace(kept[1], mailbox=record, modseq=modseq))
+        if kept is not None:
+            return self._replay_snapshot(account, mailbox, kept)
+        return self._build_snapshot(account, mailbox)
 
-        def build() -> MailboxSnapshot:
-            def fn(txn) -> MailboxSnapshot:
-                box, at = current(txn)
+    def _build_snapshot(self, account: int, mailbox: int) -> Deferred:
+        """Build the snapshot (and the flag index) from every record, in a worker thread."""
+        key = (account, mailbox)
+
+        def build() -> tuple[MailboxSnapshot, MailboxFlagIndex, MailboxFlagIndex]:
+            def fn(txn) -> tuple[MailboxSnapshot, MailboxFlagIndex, MailboxFlagIndex]:
+                data = txn.get(keys.mailbox(account, mailbox))
+                if data is None:
+                    raise NoSuchMailbox(f"no such mailbox: {mailbox}")
+                box = Mailbox.from_bytes(mailbox, data)
+                at = txn.counter(keys.counter(account, keys.MODSEQ))
                 unpack_u32 = keys.U32.unpack
                 uids = [(keys.uid_from_key(k), unpack_u32(v)[0]) for k, v in txn.scan(keys.uids_prefix(account, mailbox))]
                 prefix = keys.message(account, 0)[:-4]
@@ -523,24 +622,90 @@ class MailCore:
                     if not first_unseen and not message.seen:
                         first_unseen = position
                 keywords = frozenset(k for k in found if not k.startswith("\\"))
-                return MailboxSnapshot(box, uids, keywords, first_unseen, at), index
+                return MailboxSnapshot(box, uids, keywords, first_unseen, at), index, index.copy()
 
             return self.metadata.read(fn)
 
-        def keep(built: tuple[MailboxSnapshot, MailboxFlagIndex]) -> MailboxSnapshot:
-            snapshot, index = built
+        def keep(built: tuple[MailboxSnapshot, MailboxFlagIndex, MailboxFlagIndex]) -> MailboxSnapshot:
+            snapshot, index, own = built
             self._keep_flag_index(index)
-            box = snapshot.mailbox
-            if len(snapshot.uids) <= self._snapshot_budget:
-                self._snapshots.pop(key, None)
-                self._snapshots[key] = ((box.highest_modseq, box.uidnext, box.messages), snapshot)
-                total = sum(len(s.uids) for _, s in self._snapshots.values())
-                while total > self._snapshot_budget:
-                    oldest = next(iter(self._snapshots))
-                    total -= len(self._snapshots.pop(oldest)[1].uids)
+            self._keep_snapshot(key, snapshot, own)
             return snapshot
 
-        return self._in_thread(build).addCallback(keep)
+        def gone(failure):
+            failure.trap(NoSuchMailbox)
+            self._snapshots.pop(key, None)
+            return failure
+
+        return self._in_thread(build).addCallbacks(keep, gone)
+
+    def _keep_snapshot(self, key: tuple[int, int], snapshot: MailboxSnapshot, state: MailboxFlagIndex) -> None:
+        """Keep ``snapshot`` with its own flag index at its modseq (what a replay updates),
+        within the message budget, least recently used out first."""
+        self._snapshots.pop(key, None)
+        if len(snapshot.uids) > self._snapshot_budget:
+            return
+        box = snapshot.mailbox
+        self._snapshots[key] = ((box.highest_modseq, box.uidnext, box.messages), snapshot, state)
+        total = sum(len(s.uids) for _, s, _ in self._snapshots.values())
+        while total > self._snapshot_budget:
+            oldest = next(iter(self._snapshots))
+            total -= len(self._snapshots.pop(oldest)[1].uids)
+
+    def _replay_snapshot(self, account: int, mailbox: int, kept: tuple) -> Deferred:
+        """Bring a kept snapshot to the committed state from the change log (see
+        ``mailbox_snapshot``); rebuild it when that would cost more than a build."""
+        from twisted.internet.defer import fail, succeed
+
+        key = (account, mailbox)
+        _, snapshot, state = kept
+        start = state.modseq
+
+        def reader(limit: int) -> Callable:
+            replay = self._flag_replay_reader(state, limit)
+
+            def fn(txn):
+                data = txn.get(keys.mailbox(account, mailbox))
+                if data is None:
+                    raise NoSuchMailbox(f"no such mailbox: {mailbox}")
+                read = replay(txn)
+                return None if read is None else (Mailbox.from_bytes(mailbox, data), read)
+
+            return fn
+
+        def apply(read) -> Deferred:
+            box, (now, replay, records) = read
+            advanced = _advance_snapshot(snapshot, state, box, now, replay, records)
+            if advanced is None:  # the first unseen message moved far: cheaper to rebuild
+                self._snapshots.pop(key, None)
+                return self._build_snapshot(account, mailbox)
+            self._keep_snapshot(key, advanced, state)
+            return succeed(advanced)
+
+        try:
+            read = self.metadata.read(reader(MAX_FLAG_REPLAY_ON_REACTOR))
+        except NoSuchMailbox:
+            self._snapshots.pop(key, None)
+            return fail()
+        if read is not None:
+            return apply(read)
+        limit = max(MAX_FLAG_REPLAY_ENTRIES, len(state) // 4)
+
+        def replayed(read):
+            current = self._snapshots.get(key)
+            if current is None or current[2] is not state or state.modseq != start:
+                return self.mailbox_snapshot(account, mailbox)  # replaced or advanced meanwhile
+            if read is None:  # further behind than a rebuild costs
+                self._snapshots.pop(key, None)
+                return self._build_snapshot(account, mailbox)
+            return apply(read)
+
+        def gone(failure):
+            failure.trap(NoSuchMailbox)
+            self._snapshots.pop(key, None)
+            return failure
+
+        return self._in_thread(self.metadata.read, reader(limit)).addCallbacks(replayed, gone)
 
     def flag_index(self, account: int, mailbox: int) -> Deferred:
         """The mailbox's ``MailboxFlagIndex``, exact as of now (fires ``NoSuchMailbox`` if none).

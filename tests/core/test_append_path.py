@@ -182,5 +182,5 @@ def test_mailbox_snapshots_are_bounded(metadata, blobs):
         yield gatherResults([core.append(ACCOUNT, box, message(n)) for n in range(12)])
     for box in boxes:
         yield core.mailbox_snapshot(ACCOUNT, box)
-    assert sum(len(s.uids) for _, s in core._snapshots.values()) <= 32
+    assert sum(len(s.uids) for _, s, _ in core._snapshots.values()) <= 32
     assert (ACCOUNT, boxes[0]) not in core._snapshots  # the oldest went first
