@@ -589,6 +589,10 @@ class MailCore:
             return fail()
         kept = self._snapshots.get(key)
         if kept is not None and kept[0] == (record.highest_modseq, record.uidnext, record.messages):
+            # Unchanged as of ``modseq`` (a flag change through any mailbox bumps the
+            # highest_modseq of every mailbox holding the message): a later replay may
+            # start there, skipping what other mailboxes logged meanwhile.
+            kept[2].modseq = max(kept[2].modseq, modseq)
             return succeed(replace(kept[1], mailbox=record, modseq=modseq))
         if kept is not None:
             return self._replay_snapshot(account, mailbox, kept)

@@ -140,6 +140,21 @@ async def test_changes_by_another_process_are_replayed(core, metadata, blobs, tm
 
 
 @pytest_twisted.ensureDeferred
+async def test_changes_elsewhere_are_not_replayed_again(core, metadata, blobs, monkeypatch):
+    """An unchanged SELECT moves the replay start past other mailboxes' changes."""
+    inbox, archive = box_id(core), box_id(core, "Archive")
+    await core.append(ACCOUNT, inbox, message(1))
+    await core.mailbox_snapshot(ACCOUNT, inbox)
+    monkeypatch.setattr(mailcore_module, "MAX_FLAG_REPLAY_ON_REACTOR", 2)
+    for n in range(5):
+        await core.append(ACCOUNT, archive, message(20 + n))
+    await core.mailbox_snapshot(ACCOUNT, inbox)
+    await core.append(ACCOUNT, inbox, message(2), ["$Late"])
+    kept = await assert_same_as_fresh(core, metadata, blobs, inbox)  # one entry, on the reactor
+    assert kept.keywords == {"$Late"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_longer_replay_runs_in_a_worker_thread(core, metadata, blobs, monkeypatch):
     inbox = box_id(core)
     for n in range(6):
