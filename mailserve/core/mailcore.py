@@ -155,8 +155,8 @@ def _advance_snapshot(snapshot: MailboxSnapshot, state: MailboxFlagIndex, box: M
     previous_first = old[snapshot.first_unseen - 1][0] if snapshot.first_unseen else 0
     uids = list(old)
     uid_of = itemgetter(0)
-    gone = [u for u in replay.removed if state.get(u) is not None]
-    for uid_ in replay.removed:
+    gone = list(dict.fromkeys(replay.removed))  # a UID whose record was missing is in uids only
+    for uid_ in gone:
         state.discard(uid_)
     if len(gone) > 64:
         dropped = set(gone)
