@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
@@ -598,6 +598,17 @@ class MailCore:
             return self._replay_snapshot(account, mailbox, kept)
         return self._build_snapshot(account, mailbox)
 
+    def _records_in_uid_order(self, txn, account: int, mailbox: int) -> Iterator[tuple[int, int, Message | None]]:
+        """``(uid, message id, record)`` of every message of a mailbox in UID order, records
+        decoded through the record cache (None where a record is missing)."""
+        unpack_u32 = keys.U32.unpack
+        prefix = keys.message(account, 0)[:-4]
+        decode, from_bytes, get = self._record_cache.decode, Message.from_bytes, txn.get
+        for k, v in txn.scan(keys.uids_prefix(account, mailbox)):
+            msgid = unpack_u32(v)[0]
+            data = get(prefix + v)
+            yield keys.uid_from_key(k), msgid, (decode(msgid, data, from_bytes) if data is not None else None)
+
     def _build_snapshot(self, account: int, mailbox: int) -> Deferred:
         """Build the snapshot (and the flag index) from every record, in a worker thread."""
         key = (account, mailbox)
@@ -609,22 +620,18 @@ class MailCore:
                     raise NoSuchMailbox(f"no such mailbox: {mailbox}")
                 box = Mailbox.from_bytes(mailbox, data)
                 at = txn.counter(keys.counter(account, keys.MODSEQ))
-                unpack_u32 = keys.U32.unpack
-                uids = [(keys.uid_from_key(k), unpack_u32(v)[0]) for k, v in txn.scan(keys.uids_prefix(account, mailbox))]
-                prefix = keys.message(account, 0)[:-4]
-                decode, from_bytes, get = self._record_cache.decode, Message.from_bytes, txn.get
+                uids: list[tuple[int, int]] = []
                 found: set[str] = set()
                 first_unseen = 0
                 index = MailboxFlagIndex(account, mailbox, at)
-                for position, (uid_, msgid) in enumerate(uids, 1):
-                    data = get(prefix + keys.U32.pack(msgid))
-                    if data is None:
+                for uid_, msgid, message in self._records_in_uid_order(txn, account, mailbox):
+                    uids.append((uid_, msgid))
+                    if message is None:
                         continue
-                    message = decode(msgid, data, from_bytes)
                     found.update(message.keywords)
                     index.set(uid_, message.keywords, message.modseq)
                     if not first_unseen and not message.seen:
-                        first_unseen = position
+                        first_unseen = len(uids)
                 keywords = frozenset(k for k in found if not k.startswith("\\"))
                 return MailboxSnapshot(box, uids, keywords, first_unseen, at), index, index.copy()
 
@@ -646,15 +653,20 @@ class MailCore:
     def _keep_snapshot(self, key: tuple[int, int], snapshot: MailboxSnapshot, state: MailboxFlagIndex) -> None:
         """Keep ``snapshot`` with its own flag index at its modseq (what a replay updates),
         within the message budget, least recently used out first."""
-        self._snapshots.pop(key, None)
-        if len(snapshot.uids) > self._snapshot_budget:
-            return
         box = snapshot.mailbox
-        self._snapshots[key] = ((box.highest_modseq, box.uidnext, box.messages), snapshot, state)
-        total = sum(len(s.uids) for _, s, _ in self._snapshots.values())
+        self._keep_within_budget(self._snapshots, key, ((box.highest_modseq, box.uidnext, box.messages), snapshot, state),
+                                 lambda kept: len(kept[1].uids))
+
+    def _keep_within_budget(self, kept: dict, key: tuple[int, int], value: Any, size: Callable[[Any], int]) -> None:
+        """Keep ``value`` under ``key`` (most recently used last) while the ``size`` of all that
+        ``kept`` holds stays within the message budget; least recently used out first."""
+        kept.pop(key, None)
+        if size(value) > self._snapshot_budget:
+            return
+        kept[key] = value
+        total = sum(size(v) for v in kept.values())
         while total > self._snapshot_budget:
-            oldest = next(iter(self._snapshots))
-            total -= len(self._snapshots.pop(oldest)[1].uids)
+            total -= size(kept.pop(next(iter(kept))))
 
     def _replay_snapshot(self, account: int, mailbox: int, kept: tuple) -> Deferred:
         """Bring a kept snapshot to the committed state from the change log (see
@@ -769,15 +781,9 @@ class MailCore:
                 if txn.get(keys.mailbox(account, mailbox)) is None:
                     raise NoSuchMailbox(f"no such mailbox: {mailbox}")
                 built = MailboxFlagIndex(account, mailbox, txn.counter(keys.counter(account, keys.MODSEQ)))
-                unpack_u32 = keys.U32.unpack
-                prefix = keys.message(account, 0)[:-4]
-                decode, from_bytes, get = self._record_cache.decode, Message.from_bytes, txn.get
-                for k, v in txn.scan(keys.uids_prefix(account, mailbox)):
-                    msgid = unpack_u32(v)[0]
-                    data = get(prefix + v)
-                    if data is not None:
-                        message = decode(msgid, data, from_bytes)
-                        built.set(keys.uid_from_key(k), message.keywords, message.modseq)
+                for uid_, _msgid, message in self._records_in_uid_order(txn, account, mailbox):
+                    if message is not None:
+                        built.set(uid_, message.keywords, message.modseq)
                 return built
 
             return self.metadata.read(fn)
@@ -845,15 +851,7 @@ class MailCore:
 
     def _keep_flag_index(self, index: MailboxFlagIndex) -> None:
         """Keep ``index``, within the same message budget as the snapshots, oldest out first."""
-        key = (index.account, index.mailbox)
-        self._flag_indexes.pop(key, None)
-        if len(index) > self._snapshot_budget:
-            return
-        self._flag_indexes[key] = index
-        total = sum(len(i) for i in self._flag_indexes.values())
-        while total > self._snapshot_budget:
-            oldest = next(iter(self._flag_indexes))
-            total -= len(self._flag_indexes.pop(oldest))
+        self._keep_within_budget(self._flag_indexes, (index.account, index.mailbox), index, len)
 
     def get_messages(self, account: int, message_ids: Iterable[int]) -> list[Message | None]:
         """The records of ``message_ids`` (None where there is none), in one read transaction.
