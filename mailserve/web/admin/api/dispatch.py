@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from mailserve.admin.errors import AdminError, Forbidden, InvalidRequest, NotFound, classify
+from mailserve.admin.errors import AdminError, Forbidden, InvalidRequest, NotFound, TooLarge, classify
 from mailserve.web.admin import schema as S
 from mailserve.web.admin.api.endpoint import ADMIN, PUBLIC, Call, Endpoint, _path_schema
 from mailserve.web.admin.api.openapi import build_openapi
@@ -165,7 +165,7 @@ class AdminAPI:
         limit = max(MAX_API_BODY, self.server.config.http.max_request_size) if raw else MAX_API_BODY
         data = request.content.read(limit + 1) if request.content is not None else b""
         if len(data) > limit:
-            raise _TooLarge(f"this request body may have at most {limit} bytes")
+            raise TooLarge(f"this request body may have at most {limit} bytes")
         if endpoint.body is None:
             if data.strip():
                 raise InvalidRequest(f"{endpoint.method} {endpoint.path} takes no request body")
@@ -207,11 +207,6 @@ def challenge(request: Request) -> bytes:
 
 class _MethodNotAllowed(Exception):
     pass
-
-
-class _TooLarge(AdminError):
-    code = "too_large"
-    status = 413
 
 
 class _UnsupportedMediaType(AdminError):
