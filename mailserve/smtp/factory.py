@@ -125,9 +125,8 @@ class SMTPFactory(ServerFactory):
         """Seconds before a failed AUTH is answered (RFC 4954 leaves the cost of failing to the
         server; Postfix sleeps ``smtpd_error_sleep_time``).  ``auth.failure_delay`` is a live
         setting, so it is read from the server's current configuration at every failure."""
-        if self.server is not None and getattr(self.server, "config", None) is not None:
-            return self.server.config.auth.failure_delay
-        return self._auth_failure_delay
+        config = self._current_config()
+        return config.auth.failure_delay if config is not None else self._auth_failure_delay
 
     def buildProtocol(self, addr: Any) -> SMTPSession:
         session = SMTPSession(self)
