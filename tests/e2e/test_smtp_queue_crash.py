@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import re
-import signal
 import smtplib
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import time
 from mailserve import cli
 from mailserve.config import load_config
 from mailserve.smtp.queue import QueueStore
+from tests.crashload import kill_during_load, restart_serves_and_stop
 
 SENDERS = 4
 
@@ -97,35 +97,10 @@ def test_queued_messages_survive_sigkill(tmp_path):
     assert cli.main(["account", "add", "user@example.test", "--address", "user@example.test",
                      "--password", "pw-for-user", "--config", config_path]) == 0
     proc, port = start_server(config_path)
-    acked: list[str] = []
-    stop = threading.Event()
-    threads = [threading.Thread(target=burst, args=(port, acked, stop, i)) for i in range(SENDERS)]
-    try:
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 60
-        while len(acked) < 100 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    assert len(acked) >= 100
+    acked = kill_during_load(proc, port, burst, SENDERS, minimum=100)
 
     # Restart on the same data (the queue tries the smarthost, which is still down), then stop.
-    proc, port = start_server(config_path)
-    try:
-        smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
-        assert smtp.noop()[0] == 250
-        smtp.quit()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    restart_serves_and_stop(start_server, config_path)
 
     stores = cli.Stores(load_config(config_path))
     try:

@@ -8,7 +8,6 @@ are then opened directly to find every acknowledged message.
 from __future__ import annotations
 
 import re
-import signal
 import smtplib
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 
 from mailserve import cli
 from mailserve.config import load_config
+from tests.crashload import kill_during_load, restart_serves_and_stop
 
 SENDERS = 6
 
@@ -70,35 +70,10 @@ def test_acknowledged_messages_survive_sigkill(tmp_path):
     assert cli.main(["account", "add", "user@example.test", "--address", "user@example.test",
                      "--password", "pw-for-user", "--config", config_path]) == 0
     proc, port = start_server(config_path)
-    acked: list[str] = []
-    stop = threading.Event()
-    threads = [threading.Thread(target=burst, args=(port, acked, stop, i)) for i in range(SENDERS)]
-    try:
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 60
-        while len(acked) < 150 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    assert len(acked) >= 150
+    acked = kill_during_load(proc, port, burst, SENDERS, minimum=150)
 
     # Restart on the same data: no repair step, and it serves again.
-    proc, port = start_server(config_path)
-    try:
-        smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
-        assert smtp.noop()[0] == 250
-        smtp.quit()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    restart_serves_and_stop(start_server, config_path)
 
     stores = cli.Stores(load_config(config_path))
     try:
